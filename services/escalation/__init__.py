@@ -1,0 +1,1 @@
+"""Escalation: turns breaches into escalations with warm-transfer packets and notifies supervisors."""

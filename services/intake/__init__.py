@@ -1,0 +1,1 @@
+"""Intake: turns raw email, chat and voice events into cases and contacts."""

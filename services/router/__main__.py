@@ -1,0 +1,4 @@
+from services.router.app import wire
+from shared.bootstrap import run_service
+
+run_service("router", wire)

@@ -1,0 +1,1 @@
+"""The immutable, hash-chained case event log in PostgreSQL."""

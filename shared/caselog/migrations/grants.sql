@@ -1,0 +1,10 @@
+-- Re-applied after every migration run: the services' role may read and append, never rewrite.
+GRANT USAGE ON SCHEMA public TO {app_role};
+REVOKE ALL ON case_log FROM {app_role};
+GRANT SELECT, INSERT ON case_log TO {app_role};
+GRANT SELECT, INSERT, DELETE ON outbox TO {app_role};
+GRANT USAGE ON SEQUENCE outbox_id_seq TO {app_role};
+GRANT SELECT, INSERT ON intake_thread TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON sla_clock TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON router_agent TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON router_offer TO {app_role};

@@ -1,0 +1,130 @@
+"""Appending to and reading the case log (asyncpg)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.caselog.chain import GENESIS_HASH, BrokenLink, ChainedFields, check_chain, row_hash
+from shared.events import CaseEvent
+
+
+def event_data(event: CaseEvent) -> str:
+    from shared.caselog.chain import canonical_json
+
+    return canonical_json(event.data.model_dump(mode="json"))
+
+
+async def append_events(
+    conn: asyncpg.Connection, events: Sequence[CaseEvent], *, source: str, trace_id: str | None
+) -> list[CaseEvent]:
+    """Append events in the caller's transaction; return the ones that were not logged before.
+
+    Per-case advisory locks, taken in a fixed order, serialise writers of the same case so the
+    sequence stays gap-free and the chain linear; a repeated event id is skipped, not an error.
+    """
+    if not events:
+        return []
+    for case_id in sorted({e.case_id for e in events}):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", case_id)
+    known = {
+        row["event_id"]
+        for row in await conn.fetch(
+            "SELECT event_id FROM case_log WHERE event_id = ANY($1::uuid[])",
+            [e.event_id for e in events],
+        )
+    }
+    fresh = _first_of_each(e for e in events if e.event_id not in known)
+    heads: dict[str, tuple[int, str]] = {}
+    rows = []
+    for event in fresh:
+        if event.case_id not in heads:
+            heads[event.case_id] = await _head(conn, event.case_id)
+        seq, prev_hash = heads[event.case_id]
+        fields = ChainedFields(
+            case_id=event.case_id, seq=seq + 1, event_id=str(event.event_id), type=event.type,
+            source=source, time=event.time, trace_id=trace_id, data=event_data(event),
+        )
+        digest = row_hash(prev_hash, fields)
+        heads[event.case_id] = (seq + 1, digest)
+        rows.append((fields.case_id, fields.seq, event.event_id, fields.type, source,
+                     fields.time, trace_id, fields.data, prev_hash, digest))
+    await conn.executemany(
+        "INSERT INTO case_log (case_id, seq, event_id, type, source, time, trace_id, data,"
+        " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        rows,
+    )
+    return fresh
+
+
+def _first_of_each(events: Any) -> list[CaseEvent]:
+    seen: set[uuid.UUID] = set()
+    out = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            out.append(event)
+    return out
+
+
+async def _head(conn: asyncpg.Connection, case_id: str) -> tuple[int, str]:
+    row = await conn.fetchrow(
+        "SELECT seq, hash FROM case_log WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id
+    )
+    return (0, GENESIS_HASH) if row is None else (row["seq"], row["hash"])
+
+
+@dataclass(frozen=True)
+class LogRow:
+    case_id: str
+    seq: int
+    event_id: str
+    type: str
+    source: str
+    time: datetime
+    trace_id: str | None
+    data: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.data)
+        return result
+
+    def fields(self) -> ChainedFields:
+        return ChainedFields(self.case_id, self.seq, self.event_id, self.type, self.source,
+                             self.time, self.trace_id, self.data)
+
+
+_ROW_SQL = (
+    "SELECT case_id, seq, event_id::text AS event_id, type, source, time, trace_id, data,"
+    " prev_hash, hash FROM case_log"
+)
+
+
+async def read_case(conn: asyncpg.Connection, case_id: str) -> list[LogRow]:
+    rows = await conn.fetch(f"{_ROW_SQL} WHERE case_id = $1 ORDER BY seq", case_id)
+    return [LogRow(**dict(r)) for r in rows]
+
+
+async def verify_case(conn: asyncpg.Connection, case_id: str) -> BrokenLink | None:
+    rows = await read_case(conn, case_id)
+    return check_chain([(r.fields(), r.prev_hash, r.hash) for r in rows])
+
+
+async def verify_all(conn: asyncpg.Connection) -> tuple[int, BrokenLink | None]:
+    """Verify every case's chain; return the number of cases checked and the first break."""
+    case_ids = [r["case_id"] for r in await conn.fetch(
+        "SELECT DISTINCT case_id FROM case_log ORDER BY case_id")]
+    for count, case_id in enumerate(case_ids, start=1):
+        broken = await verify_case(conn, case_id)
+        if broken is not None:
+            return count, broken
+    return len(case_ids), None

@@ -1,0 +1,21 @@
+"""The `switchboard` command: infrastructure, migrations, topics and the case log."""
+
+from __future__ import annotations
+
+import click
+
+from shared.cli.caselog import log_group
+from shared.cli.infra import infra
+from shared.cli.setup import db, topics
+
+
+@click.group()
+def main() -> None:
+    """Switchboard: route customer-service contacts over Kafka, with an immutable case log."""
+
+
+main.add_command(db)
+main.add_command(topics)
+main.add_command(log_group)
+
+main.add_command(infra)

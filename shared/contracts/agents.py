@@ -1,0 +1,82 @@
+"""Agent events from agent desktops and workforce tools.
+
+`helpdesk.agents` is compacted and keyed by agent id: each record is the agent's whole current
+profile, so a consumer that reads the topic from the start knows every agent. What agents *do* on
+cases (accept an offer, reply, solve) goes to `helpdesk.agent_activity`, keyed by case id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.base import Contract
+
+Presence = Literal["available", "busy", "away", "offline"]
+
+
+class SkillLevel(Contract):
+    skill: str = Field(min_length=1, max_length=64)
+    proficiency: int = Field(ge=1, le=5)
+
+
+class AgentProfile(Contract):
+    """`agent.profile_changed`: the agent's skills, tier, languages, capacity and presence."""
+
+    agent_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(max_length=256)
+    skills: list[SkillLevel] = Field(default_factory=list, max_length=200)
+    authority_tier: int = Field(default=1, ge=1, le=9)
+    languages: list[str] = Field(default_factory=lambda: ["en"], max_length=50)
+    capacity: dict[Literal["email", "chat", "voice"], int] = Field(
+        default_factory=lambda: {"email": 5, "chat": 3, "voice": 1}
+    )
+    presence: Presence = "available"
+    changed_at: datetime
+
+
+class OfferAccepted(Contract):
+    """`agent.offer_accepted`"""
+
+    offer_id: str = Field(min_length=1, max_length=128)
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    at: datetime
+
+
+class OfferDeclined(Contract):
+    """`agent.offer_declined`"""
+
+    offer_id: str = Field(min_length=1, max_length=128)
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=1024)
+    at: datetime
+
+
+class AgentReplied(Contract):
+    """`agent.replied`: a public reply to the customer on any channel."""
+
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    text: str = Field(max_length=100_000)
+    at: datetime
+
+
+class CaseSolved(Contract):
+    """`agent.case_solved`"""
+
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    at: datetime
+
+
+AGENT_TOPIC_TYPES: dict[str, type[Contract]] = {"agent.profile_changed": AgentProfile}
+AGENT_ACTIVITY_TYPES: dict[str, type[Contract]] = {
+    "agent.offer_accepted": OfferAccepted,
+    "agent.offer_declined": OfferDeclined,
+    "agent.replied": AgentReplied,
+    "agent.case_solved": CaseSolved,
+}

@@ -1,0 +1,105 @@
+"""CloudEvents 1.0 envelope in Kafka binary mode: attributes in `ce_*` headers, data in the body.
+
+Structured mode (the whole event as `application/cloudevents+json` in the body) is accepted on input
+too, because some front-end SDKs only speak that; Switchboard itself always publishes binary mode.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from shared.contracts.base import SCHEMA_VERSION, Contract
+
+CE_PREFIX = "ce_"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+class EnvelopeError(ValueError):
+    """The message is not a usable CloudEvent; the reason goes to the dead-letter topic."""
+
+
+class Envelope(Contract):
+    specversion: str = "1.0"
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=1024)
+    type: str = Field(min_length=1, max_length=256)
+    time: datetime
+    subject: str | None = Field(default=None, max_length=256)
+    datacontenttype: str = "application/json"
+    schemaversion: str = SCHEMA_VERSION
+    traceparent: str | None = None
+
+    def to_headers(self) -> dict[str, str]:
+        headers = {
+            "ce_specversion": self.specversion,
+            "ce_id": self.id,
+            "ce_source": self.source,
+            "ce_type": self.type,
+            "ce_time": self.time.isoformat(),
+            "ce_schemaversion": self.schemaversion,
+            "content-type": self.datacontenttype,
+        }
+        if self.subject is not None:
+            headers["ce_subject"] = self.subject
+        return headers
+
+    @classmethod
+    def from_kafka(cls, headers: dict[str, Any], body: bytes) -> tuple[Envelope, bytes]:
+        """Return the envelope and the data bytes of a Kafka record, or raise EnvelopeError."""
+        text_headers = {k.lower(): _header_text(v) for k, v in headers.items()}
+        if text_headers.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE):
+            return cls._from_structured(body)
+        attributes = {
+            k[len(CE_PREFIX) :]: v for k, v in text_headers.items() if k.startswith(CE_PREFIX)
+        }
+        if not attributes:
+            raise EnvelopeError("no ce_* headers: not a CloudEvent in binary mode")
+        if "content-type" in text_headers:
+            attributes["datacontenttype"] = text_headers["content-type"]
+        attributes.pop("traceparent", None)
+        known = set(cls.model_fields)
+        attributes = {k: v for k, v in attributes.items() if k in known}
+        return _validated(attributes), body
+
+    @classmethod
+    def _from_structured(cls, body: bytes) -> tuple[Envelope, bytes]:
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EnvelopeError(f"structured CloudEvent is not JSON: {exc}") from exc
+        if not isinstance(document, dict) or "data" not in document:
+            raise EnvelopeError("structured CloudEvent has no 'data' member")
+        data = json.dumps(document.pop("data")).encode()
+        known = set(cls.model_fields)
+        return _validated({k: v for k, v in document.items() if k in known}), data
+
+
+def _validated(attributes: dict[str, Any]) -> Envelope:
+    try:
+        envelope = Envelope.model_validate(attributes)
+    except ValidationError as exc:
+        raise EnvelopeError(f"bad CloudEvents attributes: {_short(exc)}") from exc
+    if envelope.specversion != "1.0":
+        raise EnvelopeError(f"unsupported CloudEvents specversion {envelope.specversion!r}")
+    if envelope.time.tzinfo is None:
+        raise EnvelopeError("ce_time has no time zone offset")
+    return envelope
+
+
+def _header_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"header is not UTF-8: {exc}") from exc
+    return str(value)
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )

@@ -1,0 +1,133 @@
+"""Inbound events that helpdesk front-ends publish on `helpdesk.inbound.{email,chat,voice}`.
+
+The CloudEvents `type` names the model; the `id` is the front-end's own event id and the root of
+every id Switchboard derives from the event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Base64Bytes, Field
+
+from shared.contracts.base import Contract
+
+Channel = Literal["email", "chat", "voice"]
+
+MAX_TEXT = 100_000
+
+
+class CustomerIdentity(Contract):
+    """What the front-end knows of the customer; any field may be missing."""
+
+    name: str | None = Field(default=None, max_length=256)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=256)
+    verified: bool = False
+
+
+# --- email -----------------------------------------------------------------------------------
+class EmailReceived(Contract):
+    """An RFC 5322 message as received by the support mailbox, base64 in JSON."""
+
+    mailbox: str = Field(min_length=1, max_length=320)
+    raw_mime: Base64Bytes
+    received_at: datetime | None = None
+
+
+# --- chat ------------------------------------------------------------------------------------
+class ChatStarted(Contract):
+    session_id: str = Field(min_length=1, max_length=256)
+    customer: CustomerIdentity = CustomerIdentity()
+    started_at: datetime
+    language: str | None = Field(default=None, max_length=35)
+    widget: str | None = Field(default=None, max_length=256)
+
+
+class ChatMessage(Contract):
+    session_id: str = Field(min_length=1, max_length=256)
+    message_id: str = Field(min_length=1, max_length=256)
+    customer: CustomerIdentity = CustomerIdentity()
+    text: str = Field(max_length=MAX_TEXT)
+    sent_at: datetime
+
+
+class ChatEnded(Contract):
+    session_id: str = Field(min_length=1, max_length=256)
+    ended_at: datetime
+    ended_by: Literal["customer", "agent", "system"] = "customer"
+
+
+class ChatAbandoned(Contract):
+    session_id: str = Field(min_length=1, max_length=256)
+    abandoned_at: datetime
+
+
+# --- voice -----------------------------------------------------------------------------------
+class CallStarted(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    from_number: str = Field(min_length=1, max_length=64)
+    to_number: str = Field(min_length=1, max_length=64)
+    started_at: datetime
+    customer: CustomerIdentity = CustomerIdentity()
+
+
+class CallIvrSelection(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    menu: str = Field(max_length=256)
+    selection: str = Field(max_length=64)
+    label: str | None = Field(default=None, max_length=256)
+    selected_at: datetime
+
+
+class TranscriptSegment(Contract):
+    speaker: Literal["customer", "agent", "ivr"]
+    text: str = Field(max_length=MAX_TEXT)
+    start_seconds: float = Field(ge=0)
+    end_seconds: float = Field(ge=0)
+
+
+class CallTranscript(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    segments: list[TranscriptSegment] = Field(max_length=10_000)
+
+
+class CallEnded(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    ended_at: datetime
+    duration_seconds: float = Field(ge=0)
+
+
+class CallAbandoned(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    abandoned_at: datetime
+    wait_seconds: float = Field(ge=0)
+
+
+class VoicemailReceived(Contract):
+    call_id: str = Field(min_length=1, max_length=256)
+    from_number: str = Field(min_length=1, max_length=64)
+    received_at: datetime
+    duration_seconds: float = Field(ge=0)
+    transcript: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+INBOUND_TOPICS: dict[str, dict[str, type[Contract]]] = {
+    "helpdesk.inbound.email": {"email.received": EmailReceived},
+    "helpdesk.inbound.chat": {
+        "chat.started": ChatStarted,
+        "chat.message": ChatMessage,
+        "chat.ended": ChatEnded,
+        "chat.abandoned": ChatAbandoned,
+    },
+    "helpdesk.inbound.voice": {
+        "call.started": CallStarted,
+        "call.ivr_selection": CallIvrSelection,
+        "call.transcript": CallTranscript,
+        "call.ended": CallEnded,
+        "call.abandoned": CallAbandoned,
+        "voicemail.received": VoicemailReceived,
+    },
+}
