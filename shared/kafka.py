@@ -28,8 +28,17 @@ def make_broker(
         linger_ms=2,
         graceful_timeout=15.0,
         middlewares=middlewares,
-        logger=None,
     )
+
+
+async def raw_body(message: Any) -> bytes:
+    """Hand handlers the undecoded bytes: the runtime validates them, and dead-letters failures.
+
+    FastStream's default decoder parses JSON before the handler runs; on bad JSON the handler is
+    never called, and a later acknowledgement would commit past the record: lost, not dead-lettered.
+    """
+    body: bytes = message.body
+    return body
 
 
 def subscriber_options(group_id: str) -> dict[str, Any]:
@@ -43,6 +52,7 @@ def subscriber_options(group_id: str) -> dict[str, Any]:
         "group_id": group_id,
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.MANUAL,
+        "decoder": raw_body,
         "max_poll_records": 100,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,

@@ -56,8 +56,8 @@ def handlers(runtime: ServiceRuntime) -> dict[str, object]:
 
 async def _save_state(conn: asyncpg.Connection, clock: core.SlaClock, now: datetime) -> None:
     await conn.execute(
-        "UPDATE sla_clock SET state = $2, closed_at = CASE WHEN $2 = 'running' THEN NULL ELSE $3"
-        " END WHERE clock_id = $1", clock.clock_id, clock.state, now)
+        "UPDATE sla_clock SET state = $2::text, closed_at = CASE WHEN $2::text = 'running'"
+        " THEN NULL ELSE $3::timestamptz END WHERE clock_id = $1", clock.clock_id, clock.state, now)
 
 
 async def fire_due_clocks(runtime: ServiceRuntime) -> int:

@@ -2,7 +2,8 @@
 GRANT USAGE ON SCHEMA public TO {app_role};
 REVOKE ALL ON case_log FROM {app_role};
 GRANT SELECT, INSERT ON case_log TO {app_role};
-GRANT SELECT, INSERT, DELETE ON outbox TO {app_role};
+-- UPDATE only because the relay claims rows with SELECT ... FOR UPDATE SKIP LOCKED.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO {app_role};
 GRANT USAGE ON SEQUENCE outbox_id_seq TO {app_role};
 GRANT SELECT, INSERT ON intake_thread TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON sla_clock TO {app_role};

@@ -1,0 +1,50 @@
+"""Session fixtures: the real Kafka broker and PostgreSQL, started once; the services as processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from shared.caselog.migrate import migrate
+from shared.infra.local import Endpoints
+from shared.topics_admin import create_topics
+from tests.support.infra import TEST_STATE_DIR, start_infrastructure, stop_infrastructure
+from tests.support.services import ServiceProcesses
+
+
+@pytest.fixture(scope="session")
+def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
+    found, how = start_infrastructure()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\n[switchboard] tests use {how}")
+    asyncio.run(migrate(found.database_admin_url, "switchboard_app"))
+    asyncio.run(create_topics(found.kafka_bootstrap_servers, partitions=3))
+    yield found
+    stop_infrastructure()
+
+
+@pytest.fixture(scope="session")
+def services(endpoints: Endpoints) -> Iterator[ServiceProcesses]:
+    procs = ServiceProcesses(endpoints, TEST_STATE_DIR / "logs", {})
+    procs.start_all()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+async def app_db(endpoints: Endpoints) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the services' role."""
+    conn = await asyncpg.connect(endpoints.database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def superuser_db(endpoints: Endpoints) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(endpoints.database_superuser_url)
+    yield conn
+    await conn.close()

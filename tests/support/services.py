@@ -1,0 +1,68 @@
+"""The four services as real processes (`python -m services.<name>`), for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.infra.local import Endpoints
+from shared.settings import REPO_ROOT
+
+SERVICES = ("intake", "router", "sla", "escalation")
+
+# Voice first responses are due after a few seconds, so a test sees a breach; email and chat
+# stay within target for the length of a test run.
+TEST_SLA_TARGETS = {"email": 3600, "chat": 3600, "voice": 4}
+
+
+class ServiceProcesses:
+    def __init__(self, endpoints: Endpoints, log_dir: Path, extra_env: dict[str, str]) -> None:
+        self.env = {
+            **os.environ, **endpoints.as_env(),
+            "SWITCHBOARD_INFRA": "external",
+            "SLA_FIRST_RESPONSE_SECONDS": json.dumps(TEST_SLA_TARGETS),
+            "TIMER_TICK_SECONDS": "0.2",
+            "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        }
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def start_all(self) -> None:
+        for name in SERVICES:
+            self.start(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no graceful shutdown, as in a crash."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
