@@ -27,8 +27,9 @@ def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     stop_infrastructure()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def services(endpoints: Endpoints) -> Iterator[ServiceProcesses]:
+    """The four services as processes, per test module: a module may kill and restart them."""
     procs = ServiceProcesses(endpoints, TEST_STATE_DIR / "logs", {})
     procs.start_all()
     yield procs

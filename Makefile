@@ -1,0 +1,65 @@
+# Switchboard: two commands do everything on a fresh machine.
+#   make run    set up, start Kafka + PostgreSQL + the four services, feed the demo, show a summary
+#   make test   set up and run the whole suite against the real broker and database
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SB := $(VENV)/bin/switchboard
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 0
+
+.PHONY: help setup infra-up infra-down run test test-unit test-integration lint typecheck \
+        schemas bench clean
+
+help:
+	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
+	@echo "make test       run every test against a real Kafka broker and PostgreSQL"
+	@echo "make test-unit  only the fast tests that need no broker or database"
+	@echo "make lint       ruff and mypy"
+	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
+	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
+	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
+
+# The virtualenv and the project, reinstalled when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17+ is needed for the local Kafka broker"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the Kafka jars"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+infra-up: setup
+	$(SB) infra up
+	$(SB) db migrate
+	$(SB) topics create
+
+infra-down: setup
+	$(SB) infra down
+
+run: infra-up
+	$(PY) deploy/local/demo/run.py --seconds $(DEMO_SECONDS)
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services
+
+schemas: setup
+	$(SB) contracts export docs
+
+bench: setup
+	$(PY) -m pytest -q benchmarks -s
+
+clean:
+	-$(SB) infra down
+	rm -rf .switchboard
