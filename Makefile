@@ -57,8 +57,8 @@ lint: setup
 schemas: setup
 	$(SB) contracts export docs
 
-bench: setup
-	$(PY) -m pytest -q benchmarks -s
+bench: infra-up
+	$(PY) benchmarks/case_log_append.py
 
 clean:
 	-$(SB) infra down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shared.cli.caselog import log_group
+from shared.cli.contracts import contracts
 from shared.cli.infra import infra
 from shared.cli.setup import db, topics
 
@@ -19,3 +20,4 @@ main.add_command(topics)
 main.add_command(log_group)
 
 main.add_command(infra)
+main.add_command(contracts)

@@ -221,3 +221,9 @@ CASE_EVENT_TYPES: dict[str, type[Contract]] = {
     "case.escalated": CaseEscalated,
     "escalation.notified": EscalationNotified,
 }
+
+# Messages Switchboard publishes outside `cases.events`, by CloudEvents type.
+ROUTING_OFFER_TYPES: dict[str, type[Contract]] = {"assignment.offered": AssignmentOffered}
+SUPERVISOR_NOTIFICATION_TYPES: dict[str, type[Contract]] = {
+    "supervisor.notification": SupervisorNotification,
+}

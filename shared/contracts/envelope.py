@@ -23,14 +23,31 @@ class EnvelopeError(ValueError):
 
 
 class Envelope(Contract):
-    specversion: str = "1.0"
-    id: str = Field(min_length=1, max_length=256)
-    source: str = Field(min_length=1, max_length=1024)
-    type: str = Field(min_length=1, max_length=256)
-    time: datetime
-    subject: str | None = Field(default=None, max_length=256)
-    datacontenttype: str = "application/json"
-    schemaversion: str = SCHEMA_VERSION
+    specversion: str = Field(
+        default="1.0", json_schema_extra={"const": "1.0"},
+        description="CloudEvents version; only 1.0 is accepted.")
+    id: str = Field(
+        min_length=1, max_length=256,
+        description="The event's unique id. Front-ends: your own id, stable across retries; "
+                    "Switchboard derives the ids of everything the event causes from it.")
+    source: str = Field(
+        min_length=1, max_length=1024,
+        description="Who produced the event, e.g. `acme/chat-widget` or `switchboard/intake`.")
+    type: str = Field(
+        min_length=1, max_length=256,
+        description="The event type, e.g. `chat.message`: selects the payload schema.")
+    time: datetime = Field(
+        description="When it happened: RFC 3339 with a time zone offset (required).")
+    subject: str | None = Field(
+        default=None, max_length=256,
+        description="The case id on every message Switchboard publishes.")
+    datacontenttype: str = Field(
+        default="application/json",
+        description="The body's media type; `application/cloudevents+json` means structured "
+                    "mode (the whole event in the body).")
+    schemaversion: str = Field(
+        default=SCHEMA_VERSION,
+        description="The contracts' schema version (bumped on a breaking change).")
     traceparent: str | None = None
 
     def to_headers(self) -> dict[str, str]:
