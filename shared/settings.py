@@ -18,8 +18,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_state_dir() -> Path:
-    """Where local infrastructure keeps data, logs and the env file (git-ignored)."""
-    return Path(os.environ.get("SWITCHBOARD_STATE_DIR", REPO_ROOT / ".switchboard"))
+    """Where local infrastructure keeps data, logs and the env file (git-ignored).
+
+    In a checkout: `<checkout>/.switchboard`; in an installed package: `./.switchboard`.
+    """
+    if "SWITCHBOARD_STATE_DIR" in os.environ:
+        return Path(os.environ["SWITCHBOARD_STATE_DIR"])
+    base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return base / ".switchboard"
 
 
 def infra_env_file() -> Path:

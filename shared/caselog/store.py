@@ -6,18 +6,22 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.caselog.chain import GENESIS_HASH, BrokenLink, ChainedFields, check_chain, row_hash
+from shared.caselog.chain import (
+    GENESIS_HASH,
+    BrokenLink,
+    ChainedFields,
+    canonical_json,
+    check_chain,
+    row_hash,
+)
 from shared.events import CaseEvent
 
 
 def event_data(event: CaseEvent) -> str:
-    from shared.caselog.chain import canonical_json
-
     return canonical_json(event.data.model_dump(mode="json"))
 
 
@@ -81,15 +85,9 @@ async def _head(conn: asyncpg.Connection, case_id: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class LogRow:
-    case_id: str
-    seq: int
-    event_id: str
-    type: str
-    source: str
-    time: datetime
-    trace_id: str | None
-    data: str
+class LogRow(ChainedFields):
+    """A row as stored: the chained fields plus the links of the chain."""
+
     prev_hash: str
     hash: str
 
@@ -97,10 +95,6 @@ class LogRow:
     def payload(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(self.data)
         return result
-
-    def fields(self) -> ChainedFields:
-        return ChainedFields(self.case_id, self.seq, self.event_id, self.type, self.source,
-                             self.time, self.trace_id, self.data)
 
 
 _ROW_SQL = (
@@ -116,7 +110,7 @@ async def read_case(conn: asyncpg.Connection, case_id: str) -> list[LogRow]:
 
 async def verify_case(conn: asyncpg.Connection, case_id: str) -> BrokenLink | None:
     rows = await read_case(conn, case_id)
-    return check_chain([(r.fields(), r.prev_hash, r.hash) for r in rows])
+    return check_chain([(r, r.prev_hash, r.hash) for r in rows])
 
 
 async def verify_all(conn: asyncpg.Connection) -> tuple[int, BrokenLink | None]:
