@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 
-_PAN = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+# A run of digit groups joined by single spaces or dashes; card numbers are looked for inside it.
+_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*")
+_GROUP = re.compile(r"\d+")
 _CVV_AFTER = re.compile(
-    r"^(?P<sep>[\s,;:/-]*(?:(?:cvv|cvc|cvv2|security code|exp(?:iry|iration)?|expires)"
+    r"(?P<sep>[\s,;:/-]*(?:(?:cvv|cvc|cvv2|security code|exp(?:iry|iration)?|expires)"
     r"[\s:#.-]*)?)(?P<val>\d{3,4}|\d{2}\s*/\s*\d{2,4})(?!\d)",
     re.IGNORECASE,
 )
 _SECRET = re.compile(
     r"(?P<label>\b(?:password|passcode|pin|one[- ]time code|otp|verification code|security code)"
-    r"\b(?:\s+(?:is|was|=|:))?\s*[:=]?\s*)(?P<value>\S+)",
+    r"\b(?:\s+(?:(?:is|was)\b|=|:))?\s*[:=]?\s*)(?P<value>\S+)",
     re.IGNORECASE,
 )
 
@@ -33,22 +35,53 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_numbers(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, digits) of each card number, in order of appearance.
+
+    A card number is a Luhn-valid window of 13–19 digits inside a run of digit groups that starts
+    and ends at group boundaries, so a neighbouring number ("ref 12 4111…", a CVV written as
+    "4111 1111 1111 1111 123") neither hides it nor is taken for part of it, while an unbroken
+    digit string (an order or tracking number) is only ever considered whole. Where windows
+    overlap, the longest wins, then the leftmost.
+    """
+    found: list[tuple[int, int, str]] = []
+    for run in _RUN.finditer(text):
+        groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(run.group())]
+        candidates = []
+        for first in range(len(groups)):
+            digits = ""
+            for last in range(first, len(groups)):
+                digits += groups[last][2]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn_valid(digits):
+                    candidates.append((-len(digits), first, last, digits))
+        used = [False] * len(groups)
+        taken = []
+        for _, first, last, digits in sorted(candidates):
+            if not any(used[first : last + 1]):
+                used[first : last + 1] = [True] * (last + 1 - first)
+                taken.append((run.start() + groups[first][0], run.start() + groups[last][1],
+                              digits))
+        found += sorted(taken)
+    return found
+
+
 def redact(text: str) -> str:
     """Return `text` with card numbers, trailing CVV/expiry and stated secrets masked."""
     out: list[str] = []
     position = 0
-    for match in _PAN.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if not (13 <= len(digits) <= 19 and luhn_valid(digits)):
+    for start, end, digits in _card_numbers(text):
+        if start < position:  # swallowed as the CVV or expiry of the previous number
             continue
-        out.append(text[position : match.start()])
+        out.append(text[position:start])
         out.append(f"[card ****{digits[-4:]}]")
-        position = match.end()
+        position = end
         for _ in range(2):  # an expiry and a CVV may both follow the number
-            tail = _CVV_AFTER.match(text[position:])
+            tail = _CVV_AFTER.match(text, position)  # anchored at `position`, no copy
             if tail is None:
                 break
             out.append(tail.group("sep") + "[redacted]")
-            position += tail.end()
+            position = tail.end()
     out.append(text[position:])
     return _SECRET.sub(lambda m: f"{m.group('label')}[redacted]", "".join(out))

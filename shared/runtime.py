@@ -13,7 +13,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -72,7 +72,8 @@ class ServiceRuntime:
     # Run once the database pool is open, before any record is consumed.
     startup: list[Callable[[ServiceRuntime], Awaitable[None]]] = field(default_factory=list)
     # Long-running jobs (timers), started after the broker.
-    background: list[Callable[[ServiceRuntime], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[ServiceRuntime], Coroutine[Any, Any, None]]] = field(
+        default_factory=list)
     dead_lettered: int = 0
     processed: int = 0
 
@@ -101,7 +102,7 @@ class ServiceRuntime:
 
         @subscriber
         async def on_record(msg: KafkaMessage) -> None:
-            await self.process(msg.raw_message, route)  # type: ignore[arg-type]
+            await self.process(msg.raw_message, route)
             await msg.ack()
 
     def app(self) -> FastStream:

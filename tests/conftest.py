@@ -1,4 +1,4 @@
-"""Session fixtures: the real Kafka broker and PostgreSQL, started once; the services as processes."""
+"""Fixtures: the real Kafka broker and PostgreSQL, started once a session; the services."""
 
 from __future__ import annotations
 

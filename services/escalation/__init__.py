@@ -1,1 +1,1 @@
-"""Escalation: turns breaches into escalations with warm-transfer packets and notifies supervisors."""
+"""Escalation: breaches become escalations with warm-transfer packets for supervisors."""

@@ -34,7 +34,7 @@ class IncomingContact:
     # Keys to remember for this case, so later events of the thread find it.
     own_keys: tuple[str, ...]
     at: datetime
-    customer: CustomerIdentity = CustomerIdentity()
+    customer: CustomerIdentity = field(default_factory=CustomerIdentity)
     subject: str | None = None
     text: str | None = None  # None: activity only, no customer text
     attachments: list[AttachmentMeta] = field(default_factory=list)

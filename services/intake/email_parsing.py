@@ -34,7 +34,7 @@ def parse_email(raw: bytes) -> ParsedEmail:
     assert isinstance(message, EmailMessage)
     name, address = parseaddr(str(message.get("From", "")))
     return ParsedEmail(
-        message_id=_ids(message.get("Message-ID"))[0] if message.get("Message-ID") else None,
+        message_id=next(iter(_ids(message.get("Message-ID"))), None),
         in_reply_to=_ids(message.get("In-Reply-To")),
         references=_ids(message.get("References")),
         from_name=name or None,
@@ -48,7 +48,12 @@ def parse_email(raw: bytes) -> ParsedEmail:
 
 
 def _ids(header: object) -> list[str]:
-    return re.findall(r"<[^<>\s]+>", str(header or ""))
+    text = str(header or "")
+    found = re.findall(r"<[^<>\s]+>", text)
+    if not found and re.fullmatch(r"\s*[^<>\s]+@[^<>\s]+\s*", text):
+        # Some mailers write a bare `id@host` without the angle brackets RFC 5322 asks for.
+        found = [f"<{text.strip()}>"]
+    return found
 
 
 def _body_text(message: EmailMessage) -> str:

@@ -35,7 +35,7 @@ async def on_contact(conn: asyncpg.Connection, env: Envelope, c: ce.ContactRecei
 
 async def _offer(conn: asyncpg.Connection, case_id: str, needs: core.Needs, excluded: set[str],
                  cause_id: str, now: datetime) -> Decision:
-    decision, chosen = core.offer(case_id, needs, await _agents(conn), excluded, cause_id, now)
+    decision, _chosen = core.offer(case_id, needs, await _agents(conn), excluded, cause_id, now)
     for event in decision.events:
         if isinstance(event.data, ce.AssignmentOffered):
             await conn.execute(

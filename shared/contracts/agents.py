@@ -15,6 +15,11 @@ from pydantic import Field
 from shared.contracts.base import Contract
 
 Presence = Literal["available", "busy", "away", "offline"]
+ChannelName = Literal["email", "chat", "voice"]
+
+
+def _default_capacity() -> dict[ChannelName, int]:
+    return {"email": 5, "chat": 3, "voice": 1}
 
 
 class SkillLevel(Contract):
@@ -30,9 +35,7 @@ class AgentProfile(Contract):
     skills: list[SkillLevel] = Field(default_factory=list, max_length=200)
     authority_tier: int = Field(default=1, ge=1, le=9)
     languages: list[str] = Field(default_factory=lambda: ["en"], max_length=50)
-    capacity: dict[Literal["email", "chat", "voice"], int] = Field(
-        default_factory=lambda: {"email": 5, "chat": 3, "voice": 1}
-    )
+    capacity: dict[ChannelName, int] = Field(default_factory=_default_capacity)
     presence: Presence = "available"
     changed_at: datetime
 

@@ -67,7 +67,11 @@ class Envelope(Contract):
     @classmethod
     def from_kafka(cls, headers: dict[str, Any], body: bytes) -> tuple[Envelope, bytes]:
         """Return the envelope and the data bytes of a Kafka record, or raise EnvelopeError."""
-        text_headers = {k.lower(): _header_text(v) for k, v in headers.items()}
+        # Only the headers we read must be text: other tools may add binary headers of their own.
+        text_headers = {
+            k.lower(): _header_text(k, v) for k, v in headers.items()
+            if k.lower().startswith(CE_PREFIX) or k.lower() == "content-type"
+        }
         if text_headers.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE):
             return cls._from_structured(body)
         attributes = {
@@ -107,12 +111,12 @@ def _validated(attributes: dict[str, Any]) -> Envelope:
     return envelope
 
 
-def _header_text(value: Any) -> str:
+def _header_text(name: str, value: Any) -> str:
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EnvelopeError(f"header is not UTF-8: {exc}") from exc
+            raise EnvelopeError(f"header {name!r} is not UTF-8: {exc}") from exc
     return str(value)
 
 

@@ -1,4 +1,4 @@
-"""Fault tests: kill a service, restart the database, restart the broker; nothing lost or doubled."""
+"""Fault tests: kill a service, restart the database or the broker; nothing lost or doubled."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        cluster = await consumer._client.fetch_all_metadata()
         partitions = [TopicPartition(topic, p)
                       for p in sorted(cluster.partitions_for_topic(topic) or [])]
         assert partitions, f"topic {topic} does not exist"
@@ -75,9 +75,9 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
         await consumer.stop()
 
 
-async def wait_for(condition: Callable[[], Any], timeout: float = 60.0,
+async def wait_for(condition: Callable[[], Any], timeout: float = 60.0,  # noqa: ASYNC109
                    interval: float = 0.25, what: str = "condition") -> Any:
-    """Poll an async or sync condition until it returns something truthy, or fail at the deadline."""
+    """Poll an async or sync condition until it returns something truthy, or fail at deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

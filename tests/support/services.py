@@ -34,7 +34,7 @@ class ServiceProcesses:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.log_dir / f"{name}.log", "ab")  # owned by the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -1,0 +1,77 @@
+"""The four services as child processes (`python -m services.<name>`), as in production."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import REPO_ROOT
+
+SERVICES = ("intake", "router", "sla", "escalation")
+READY_MARK = b"FastStream app started successfully"
+
+
+class ServiceSet:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            # Fresh log per run, so a tail shows this run's trouble.
+            log = open(self.log_path(name), "wb")
+            # Own session: Ctrl-C in the terminal reaches the demo only, which then stops the
+            # services in order (feed first, so nothing is fed to a service going down).
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            log.close()
+
+    def ready(self) -> set[str]:
+        return {n for n in self.procs if READY_MARK in self.log_path(n).read_bytes()}
+
+    def dead(self) -> dict[str, int]:
+        """Services that exited although nobody asked them to: name → exit code."""
+        if self.stopping:
+            return {}
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def stop(self, deadline: float = 20.0) -> list[str]:
+        """SIGTERM all, wait for a graceful exit, SIGKILL the rest; return the ones killed."""
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        killed = []
+        end = time.monotonic() + deadline
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                killed.append(name)
+        return killed
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        text = self.log_path(name).read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(f"    {line}" for line in text)
+
+
+def service_env(endpoints_env: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **endpoints_env, "SWITCHBOARD_INFRA": "external",
+            "PYTHONUNBUFFERED": "1", **overrides}

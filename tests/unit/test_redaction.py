@@ -1,0 +1,143 @@
+"""Card numbers and stated secrets never survive `redact` (guarantee 6)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+
+from shared.redaction import luhn_valid, redact
+
+
+def luhn_check_digit(partial: str) -> str:
+    """The digit that makes `partial + digit` pass the Luhn check (written independently)."""
+    total = 0
+    for index, char in enumerate(reversed(partial)):
+        value = int(char) * (2 if index % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return str((10 - total % 10) % 10)
+
+
+@st.composite
+def pans(draw: st.DrawFn) -> str:
+    length = draw(st.integers(min_value=13, max_value=19))
+    body = draw(st.text(alphabet="0123456789", min_size=length - 2, max_size=length - 2))
+    partial = draw(st.sampled_from("23456")) + body
+    return partial + luhn_check_digit(partial)
+
+
+@st.composite
+def non_luhn_numbers(draw: st.DrawFn) -> str:
+    length = draw(st.integers(min_value=13, max_value=19))
+    partial = draw(st.text(alphabet="0123456789", min_size=length - 1, max_size=length - 1))
+    wrong = (int(luhn_check_digit(partial)) + draw(st.integers(1, 9))) % 10
+    return partial + str(wrong)
+
+
+def typed(pan: str, style: str, separator: str) -> str:
+    """The PAN as a person types it: plain, in fours, or 4-6-5 for 15 digits (Amex)."""
+    if style == "amex" and len(pan) == 15:
+        return separator.join([pan[:4], pan[4:10], pan[10:]])
+    if style == "plain":
+        return pan
+    return separator.join(pan[i : i + 4] for i in range(0, len(pan), 4))
+
+
+def standalone(prefix: str, suffix: str) -> bool:
+    """The number does not run into digits of the surrounding text (else it is another number)."""
+    return not re.search(r"\d[ -]?$", prefix) and not re.match(r"[ -]?\d", suffix)
+
+
+STYLES = st.sampled_from(["plain", "fours", "amex"])
+SEPARATORS = st.sampled_from([" ", "-"])
+
+
+def test_the_check_digit_helper_agrees_with_luhn() -> None:
+    assert luhn_check_digit("411111111111111") == "1"
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+@given(pan=pans(), style=STYLES, separator=SEPARATORS, prefix=st.text(max_size=40),
+       suffix=st.text(max_size=40))
+@example(pan="378282246310005", style="amex", separator=" ", prefix="Amex: ", suffix=".")
+@example(pan="4111111111111111", style="fours", separator="-", prefix="", suffix="")
+@example(pan="4111111111111111", style="plain", separator=" ", prefix="my pin ", suffix="!")
+def test_a_card_number_never_survives(
+    pan: str, style: str, separator: str, prefix: str, suffix: str
+) -> None:
+    form = typed(pan, style, separator)
+    assume(standalone(prefix, suffix))
+    out = redact(prefix + form + suffix)
+    assert pan not in out
+    assert form not in out
+    assert pan[-4:] in out
+
+
+@given(pan=pans(), separator=SEPARATORS, before=st.booleans(),
+       neighbour=st.sampled_from(["7", "12", "123", "0425", "2024", "98765"]))
+@example(pan="4111111111111111", separator=" ", before=False, neighbour="123")
+@example(pan="4111111111111111", separator=" ", before=True, neighbour="12")
+def test_a_number_written_beside_the_card_number_does_not_hide_it(
+    pan: str, separator: str, before: bool, neighbour: str
+) -> None:
+    """A reference number before it, or a CVV or expiry after it, in the same run of groups."""
+    grouped = typed(pan, "fours", separator)
+    text = (f"ref {neighbour}{separator}{grouped} ok" if before
+            else f"card {grouped}{separator}{neighbour} ok")
+    out = redact(text)
+    assert pan not in out and grouped not in out
+    assert pan not in re.sub(r"\D", "", out)
+
+
+@given(number=non_luhn_numbers())
+def test_digit_runs_that_fail_luhn_are_kept(number: str) -> None:
+    text = f"Order {number} was shipped"
+    assert redact(text) == text
+
+
+@given(number=st.text(alphabet="0123456789", min_size=20, max_size=40))
+def test_long_unbroken_numbers_are_kept(number: str) -> None:
+    """Tracking numbers are longer than any card number; no part of them is taken for one."""
+    text = f"tracking {number}."
+    assert redact(text) == text
+
+
+def test_a_grouped_order_number_that_fails_luhn_is_kept() -> None:
+    number = "1234 5678 9012 3456"
+    assert not luhn_valid(number.replace(" ", ""))
+    assert redact(f"order {number}") == f"order {number}"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("card 4111111111111111 exp 12/27 cvv 123",
+     "card [card ****1111] exp [redacted] cvv [redacted]"),
+    ("4111 1111 1111 1111, expiry 09/2027, CVV: 737 thanks",
+     "[card ****1111], expiry [redacted], CVV: [redacted] thanks"),
+    ("4111-1111-1111-1111 123", "[card ****1111] [redacted]"),
+    ("5500 0000 0000 0004 12/27", "[card ****0004] [redacted]"),
+])
+def test_a_cvv_or_expiry_after_a_card_number_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_a_three_digit_number_far_from_a_card_is_kept() -> None:
+    assert redact("card 4111111111111111 and room 123") == "card [card ****1111] and room 123"
+
+
+@given(secret=st.text(st.characters(blacklist_categories=("Z", "C", "Nd")), min_size=1,
+                      max_size=30).filter(lambda s: s[0] not in ":="),
+       label=st.sampled_from(["password", "Password", "passcode", "PIN", "otp",
+                              "verification code"]),
+       verb=st.sampled_from([" is ", " was ", ": ", " = ", " "]))
+@example(secret="hunter2", label="password", verb=" is ")
+@example(secret="wasabi99", label="password", verb=" ")  # not "was" + "abi99"
+@example(secret="island", label="PIN", verb=" ")
+def test_a_stated_secret_is_masked(secret: str, label: str, verb: str) -> None:
+    assert redact(f"my {label}{verb}{secret}") == f"my {label}{verb}[redacted]"
+
+
+def test_text_without_secrets_is_unchanged() -> None:
+    text = "Hi, my parcel #4521 has not arrived since 2024-03-01. Call me at +1 415 555 0123."
+    assert redact(text) == text
