@@ -10,7 +10,8 @@ from typing import Any
 
 
 def raw_email(message_id: str, subject: str, body: str,
-              sender: str = "Maya Patel <maya@example.com>", in_reply_to: str | None = None, headers: dict[str, str] | None = None) -> bytes:
+              sender: str = "Maya Patel <maya@example.com>", in_reply_to: str | None = None,
+              headers: dict[str, str] | None = None) -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = "Support <support@shop.example>"
