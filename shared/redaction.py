@@ -41,29 +41,35 @@ def _card_numbers(text: str) -> list[tuple[int, int, str]]:
     A card number is a Luhn-valid window of 13–19 digits inside a run of digit groups that starts
     and ends at group boundaries, so a neighbouring number ("ref 12 4111…", a CVV written as
     "4111 1111 1111 1111 123") neither hides it nor is taken for part of it, while an unbroken
-    digit string (an order or tracking number) is only ever considered whole. Where windows
-    overlap, the longest wins, then the leftmost.
+    digit string (an order or tracking number) is only ever considered whole. Of the possible
+    windows, the non-overlapping set that covers the most digits is masked.
     """
     found: list[tuple[int, int, str]] = []
     for run in _RUN.finditer(text):
         groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(run.group())]
-        candidates = []
-        for first in range(len(groups)):
-            digits = ""
-            for last in range(first, len(groups)):
-                digits += groups[last][2]
+        count = len(groups)
+        # covered[i]: most digits maskable in groups i..; last[i]: the window taken at i, if any.
+        covered = [0] * (count + 1)
+        last: list[int | None] = [None] * (count + 1)
+        for first in range(count - 1, -1, -1):
+            covered[first], digits = covered[first + 1], ""
+            for end in range(first, count):
+                digits += groups[end][2]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 13 and luhn_valid(digits):
-                    candidates.append((-len(digits), first, last, digits))
-        used = [False] * len(groups)
-        taken = []
-        for _, first, last, digits in sorted(candidates):
-            if not any(used[first : last + 1]):
-                used[first : last + 1] = [True] * (last + 1 - first)
-                taken.append((run.start() + groups[first][0], run.start() + groups[last][1],
-                              digits))
-        found += sorted(taken)
+                if (len(digits) >= 13 and len(digits) + covered[end + 1] >= covered[first]
+                        and luhn_valid(digits)):
+                    covered[first], last[first] = len(digits) + covered[end + 1], end
+        index = 0
+        while index < count:
+            end_group = last[index]
+            if end_group is None:
+                index += 1
+                continue
+            digits = "".join(g[2] for g in groups[index : end_group + 1])
+            found.append((run.start() + groups[index][0], run.start() + groups[end_group][1],
+                          digits))
+            index = end_group + 1
     return found
 
 
@@ -71,14 +77,15 @@ def redact(text: str) -> str:
     """Return `text` with card numbers, trailing CVV/expiry and stated secrets masked."""
     out: list[str] = []
     position = 0
-    for start, end, digits in _card_numbers(text):
-        if start < position:  # swallowed as the CVV or expiry of the previous number
-            continue
+    cards = _card_numbers(text)
+    for index, (start, end, digits) in enumerate(cards):
         out.append(text[position:start])
         out.append(f"[card ****{digits[-4:]}]")
         position = end
+        # The next card number is not this one's CVV.
+        limit = cards[index + 1][0] if index + 1 < len(cards) else len(text)
         for _ in range(2):  # an expiry and a CVV may both follow the number
-            tail = _CVV_AFTER.match(text, position)  # anchored at `position`, no copy
+            tail = _CVV_AFTER.match(text, position, limit)  # anchored at `position`
             if tail is None:
                 break
             out.append(tail.group("sep") + "[redacted]")

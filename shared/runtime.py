@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shared.caselog.store import append_events
 from shared.clock import Clock
 from shared.contracts.base import Contract
+from shared.contracts.dead_letter import DeadLetterHeaders
 from shared.contracts.envelope import Envelope, EnvelopeError
 from shared.contracts.topics import dlq
 from shared.events import Decision
@@ -231,15 +232,11 @@ class ServiceRuntime:
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         """Publish the original bytes with the reason and the source position; retry until sent."""
         original = [[k, base64.b64encode(v or b"").decode()] for k, v in record.headers or ()]
-        headers = {
-            "dlq_reason": reason,
-            "dlq_service": self.name,
-            "dlq_source_topic": record.topic,
-            "dlq_source_partition": str(record.partition),
-            "dlq_source_offset": str(record.offset),
-            "dlq_failed_at": self.clock.now().isoformat(),
-            "dlq_original_headers": json.dumps(original),
-        }
+        headers = DeadLetterHeaders(
+            dlq_reason=reason, dlq_service=self.name, dlq_source_topic=record.topic,
+            dlq_source_partition=str(record.partition), dlq_source_offset=str(record.offset),
+            dlq_failed_at=self.clock.now().isoformat(), dlq_original_headers=json.dumps(original),
+        ).model_dump()
         log.warning("%s: dead-lettering %s[%d]@%d: %s", self.name, record.topic,
                     record.partition, record.offset, reason)
         backoff = 0.2

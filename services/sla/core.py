@@ -47,9 +47,15 @@ def start_first_response(
 def stop_on_reply(
     clock: SlaClock, replied_at: datetime, now: datetime
 ) -> tuple[Decision, SlaClock]:
-    """An agent's reply meets a running first-response clock."""
+    """An agent's reply meets a running first-response clock, if it came before the due instant.
+
+    A reply after the due instant (say, while the timer was down) does not meet the target: the
+    clock breached at its due instant, and that is what is recorded.
+    """
     if clock.state != "running":
         return Decision(), clock
+    if replied_at >= clock.due_at:
+        return fire_if_due(clock, max(now, clock.due_at))
     data = SlaMet(case_id=clock.case_id, clock_id=clock.clock_id, metric=clock.metric,
                   due_at=clock.due_at, met_at=replied_at,
                   remaining_seconds=(clock.due_at - replied_at).total_seconds())

@@ -349,7 +349,7 @@ def asyncapi() -> dict[str, Any]:
                            "processing), with the reason and the source position in `dlq_*` "
                            "headers.")
             sent_by: Side = "switchboard"
-            senders, receivers = "Switchboard services", "operators and replay tools"
+            senders, receivers = "Switchboard services", "operators"
         else:
             messages = {}
             for ce_type in doc.types:

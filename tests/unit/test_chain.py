@@ -55,7 +55,7 @@ def altered(fields: ChainedFields, name: str, data: st.DataObject) -> ChainedFie
         new = data.draw(st.text(min_size=1, max_size=32).filter(lambda v: v != (old or "")))
     else:
         new = data.draw(st.text(max_size=20).filter(lambda v: v != old))
-    return dataclasses.replace(fields, **{name: new})
+    return dataclasses.replace(fields, **{name: new})  # type: ignore[arg-type]
 
 
 ROWS = st.lists(contents(), min_size=1, max_size=8)

@@ -169,8 +169,9 @@ def chat_message(text: str = "Where is my parcel? card 4111111111111111") -> ib.
 
 
 def test_a_chat_message_opens_a_case_with_redacted_text() -> None:
-    decision, case_id, contact = run("chat.message", chat_message())
+    decision, case_id, contact = run("chat.message", chat_message(), cause="evt-chat")
     assert contact.own_keys == contact.lookup_keys == ("chat:s-1",)
+    assert case_id == core.new_case_id("evt-chat")
     assert types(decision) == ["case.opened", "contact.received"]
     received = decision.events[1].data
     assert isinstance(received, ContactReceived)

@@ -113,3 +113,14 @@ def test_a_redelivered_breach_has_the_same_id() -> None:
     _, sla = started("chat")
     late = sla.due_at + timedelta(seconds=3)
     assert core.fire_if_due(sla, late) == core.fire_if_due(sla, late)
+
+
+def test_a_reply_after_the_due_instant_records_the_breach_not_a_met() -> None:
+    start = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    clock = core.SlaClock("sla-1", "case-1", "first_response", "p", start,
+                          start + timedelta(minutes=5))
+    late = start + timedelta(minutes=7)
+    decision, after = core.stop_on_reply(clock, late, late)
+    assert [e.type for e in decision.events] == ["sla.breached"]
+    assert decision.events[0].data.breached_at == clock.due_at  # type: ignore[attr-defined]
+    assert after.state == "breached"
