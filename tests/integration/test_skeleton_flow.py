@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from shared.caselog.store import read_case, verify_case
+from shared.contracts.dead_letter import DeadLetterHeaders
 from shared.contracts.topics import (
     INBOUND_CHAT,
     INBOUND_EMAIL,
@@ -159,6 +160,7 @@ async def test_a_malformed_event_is_dead_lettered_and_the_next_one_is_processed(
     found = await wait_for(dead_letters, what="two dead letters")
     not_json, missing = found
     assert not_json.value == b"{not json"
+    DeadLetterHeaders.model_validate(not_json.headers)
     assert "chat.message violates its schema" in not_json.headers["dlq_reason"]
     assert not_json.headers["dlq_source_topic"] == INBOUND_CHAT
     assert int(not_json.headers["dlq_source_offset"]) >= 0

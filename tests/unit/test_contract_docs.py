@@ -83,9 +83,8 @@ def test_the_headers_are_the_ones_the_envelope_writes(asyncapi: dict[str, Any]) 
     assert set(schemas["DeadLetterHeaders"]["properties"]) == set(DEAD_LETTER_HEADER_NAMES)
 
 
-def test_the_runtime_writes_exactly_the_documented_dead_letter_headers() -> None:
-    source = (REPO / "shared" / "runtime.py").read_text("utf-8")
-    assert set(re.findall(r'"(dlq_\w+)"', source)) == set(DEAD_LETTER_HEADER_NAMES)
+def test_dead_letter_headers_tolerate_client_headers() -> None:
+    # The runtime builds its headers from this model; the integration test validates real ones.
     DeadLetterHeaders.model_validate({
         "dlq_reason": "r", "dlq_service": "intake", "dlq_source_topic": "t",
         "dlq_source_partition": "0", "dlq_source_offset": "12",
