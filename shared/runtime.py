@@ -48,7 +48,11 @@ MAX_ATTEMPTS_FOR_NON_TRANSIENT = 3
 
 
 class Rejected(Exception):
-    """The record can never be processed: dead-letter it with this reason."""
+    """The record can never be processed: dead-letter it with this reason.
+
+    Raised by decoding, or by a handler that finds the input unprocessable (an oversized email);
+    the handler's transaction is rolled back and the record goes to the dead-letter topic at once.
+    """
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,9 @@ class ServiceRuntime:
             try:
                 await self._decide_and_commit(envelope, payload, handler)
                 self.processed += 1
+                return
+            except Rejected as exc:  # the handler found the input unprocessable: no retry
+                await self.dead_letter(record, f"{envelope.type}: {exc}")
                 return
             except TRANSIENT as exc:
                 log.warning("%s: transient failure, retrying in %.1fs: %r", self.name, backoff, exc)
