@@ -53,7 +53,8 @@ def subscriber_options(group_id: str) -> dict[str, Any]:
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.MANUAL,
         "decoder": raw_body,
-        "max_poll_records": 100,
+        # Records handled in one transaction (runtime.process_batch): one commit per batch.
+        "max_records": 200,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
     }

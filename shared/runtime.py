@@ -22,6 +22,7 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from faststream import FastStream
 from faststream.kafka import KafkaMessage
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
@@ -53,6 +54,16 @@ class Rejected(Exception):
     Raised by decoding, or by a handler that finds the input unprocessable (an oversized email);
     the handler's transaction is rolled back and the record goes to the dead-letter topic at once.
     """
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A decoded record waiting for its handler."""
+
+    record: ConsumerRecord[Any, Any]
+    envelope: Envelope
+    payload: Contract
+    handler: Handler
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap_servers, client_id=f"switchboard-{self.name}",
             tracer_provider=self.tracer_provider,
         )
+        self._tracer = trace.get_tracer("switchboard.runtime", tracer_provider=self.tracer_provider)
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,11 +115,13 @@ class ServiceRuntime:
 
     # --- wiring ----------------------------------------------------------------------------
     def subscribe(self, route: Route) -> None:
-        subscriber = self.broker.subscriber(route.topic, **subscriber_options(self.group_id))
+        subscriber = self.broker.subscriber(
+            route.topic, batch=True, **subscriber_options(self.group_id)
+        )
 
         @subscriber
-        async def on_record(msg: KafkaMessage) -> None:
-            await self.process(msg.raw_message, route)
+        async def on_batch(msg: KafkaMessage) -> None:
+            await self.process_batch(list(msg.raw_message), route)
             await msg.ack()
 
     def app(self) -> FastStream:
@@ -149,19 +163,45 @@ class ServiceRuntime:
         self._tasks = []
 
     # --- processing ------------------------------------------------------------------------
-    async def process(self, record: ConsumerRecord[Any, Any], route: Route) -> None:
+    async def process_batch(self, records: list[ConsumerRecord[Any, Any]], route: Route) -> None:
+        """Decide a consumed batch in one transaction: one commit, batched log appends.
+
+        If the batch fails as a whole (a record the database refuses, a handler's rejection, the
+        database going away), it is rolled back and its records are retried one at a time, so
+        one bad record costs only itself.
+        """
+        work: list[_Work] = []
+        for record in records:
+            try:
+                decoded = self._decode(record, route)
+            except Rejected as exc:
+                await self.dead_letter(record, str(exc))
+                continue
+            if decoded is not None:
+                envelope, payload = decoded
+                work.append(_Work(record, envelope, payload, route.handlers[envelope.type]))
+        if not work:
+            return
         try:
-            decoded = self._decode(record, route)
-        except Rejected as exc:
-            await self.dead_letter(record, str(exc))
+            async with self.pool.acquire() as conn, conn.transaction():
+                for item in work:
+                    await self._decide(conn, item)
+        except Exception as exc:
+            log.info("%s: batch of %d failed (%r); one record at a time", self.name, len(work),
+                     exc)
+            for item in work:
+                await self._run_with_retry(item)
             return
-        if decoded is None:
-            return
-        envelope, payload = decoded
-        handler = route.handlers.get(envelope.type)
-        if handler is None:
-            return
-        await self._run_with_retry(record, envelope, payload, handler)
+        self.processed += len(work)
+        self.wake_relay()
+
+    async def _decide(self, conn: asyncpg.Connection, item: _Work) -> None:
+        # Each record is handled in a span continuing its own trace (a batch's consumer span
+        # only links to them), so log rows and outbox messages keep the contact's trace id.
+        parent = propagate.extract(_text_headers(item.record))
+        with self._tracer.start_as_current_span(f"{item.record.topic} handle", context=parent):
+            decision = await item.handler(conn, item.envelope, item.payload, self.clock.now())
+            await self.persist(conn, decision)
 
     def _decode(
         self, record: ConsumerRecord[Any, Any], route: Route
@@ -187,15 +227,15 @@ class ServiceRuntime:
             raise Rejected(f"{envelope.type} violates its schema: {_errors(exc)}") from exc
         return envelope, payload
 
-    async def _run_with_retry(
-        self, record: ConsumerRecord[Any, Any], envelope: Envelope, payload: Contract,
-        handler: Handler,
-    ) -> None:
+    async def _run_with_retry(self, item: _Work) -> None:
+        record, envelope = item.record, item.envelope
         backoff, failures = 0.2, 0
         while True:
             try:
-                await self._decide_and_commit(envelope, payload, handler)
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._decide(conn, item)
                 self.processed += 1
+                self.wake_relay()
                 return
             except Rejected as exc:  # the handler found the input unprocessable: no retry
                 await self.dead_letter(record, f"{envelope.type}: {exc}")
@@ -210,14 +250,6 @@ class ServiceRuntime:
                     return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-
-    async def _decide_and_commit(
-        self, envelope: Envelope, payload: Contract, handler: Handler
-    ) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            decision = await handler(conn, envelope, payload, self.clock.now())
-            await self.persist(conn, decision)
-        self.wake_relay()
 
     async def persist(self, conn: asyncpg.Connection, decision: Decision) -> None:
         """Append the decision's events and queue what to publish, in the caller's transaction."""
@@ -270,6 +302,10 @@ async def _connect_with_retry(url: str, attempts: int = 60) -> asyncpg.Pool:
                 raise
             await asyncio.sleep(1.0)
     raise RuntimeError("unreachable")
+
+
+def _text_headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in record.headers or () if v is not None}
 
 
 def _errors(exc: ValidationError) -> str:

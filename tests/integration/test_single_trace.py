@@ -90,7 +90,7 @@ async def test_spans_of_one_contact_across_the_four_services_share_one_trace(
         names = {s.name for s in exporter.get_finished_spans()
                  if format(s.context.trace_id, "032x") == trace_id}
         # Each service consumed (or, for sla, fired) within the trace.
-        wanted = {"helpdesk.inbound.voice process", "cases.events process", "sla.fire"}
+        wanted = {"helpdesk.inbound.voice handle", "cases.events handle", "sla.fire"}
         return names if wanted <= names else None
 
     def services_in_trace() -> set[object] | None:

@@ -166,3 +166,27 @@ async def test_a_malformed_event_is_dead_lettered_and_the_next_one_is_processed(
     assert int(not_json.headers["dlq_source_offset"]) >= 0
     assert "message_id" in missing.headers["dlq_reason"]
     assert "sent_at" in missing.headers["dlq_reason"]
+
+
+async def test_a_record_the_database_refuses_is_dead_lettered_without_its_neighbours(
+    endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
+) -> None:
+    """A NUL character passes the schema but PostgreSQL refuses it: only that record is lost
+    to the dead-letter topic, and records consumed in the same batch are still processed."""
+    tag = uuid.uuid4().hex[:10]
+    bootstrap = endpoints.kafka_bootstrap_servers
+    key = f"batch-{tag}"
+    sessions = [f"{key}-{n}" for n in range(3)]
+    texts = ["My parcel is late", "bad \u0000 byte", "Refund please"]
+    for session, text in zip(sessions, texts, strict=True):
+        await publish(bootstrap, INBOUND_CHAT, contacts.chat_message(session, text),
+                      cloudevent_headers("chat.message"), key=key)
+    for session in (sessions[0], sessions[2]):
+        await wait_types(app_db, await case_of(app_db, f"chat:{session}"), {"contact.received"})
+
+    async def refused() -> list[object] | None:
+        found = [r for r in await read_all(bootstrap, dlq(INBOUND_CHAT)) if r.key == key.encode()]
+        return found or None
+    (letter,) = await wait_for(refused, what="the refused record's dead letter")
+    assert letter.headers["dlq_reason"].startswith("processing failed")
+    assert sessions[1] in letter.value.decode()
