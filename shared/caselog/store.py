@@ -35,8 +35,13 @@ async def append_events(
     """
     if not events:
         return []
-    for case_id in sorted({e.case_id for e in events}):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", case_id)
+    case_ids = sorted({e.case_id for e in events})
+    # One round trip for all the locks, taken in sorted order so two writers cannot deadlock.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(c, 7))"
+        " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n",
+        case_ids,
+    )
     known = {
         row["event_id"]
         for row in await conn.fetch(
@@ -45,12 +50,10 @@ async def append_events(
         )
     }
     fresh = _first_of_each(e for e in events if e.event_id not in known)
-    heads: dict[str, tuple[int, str]] = {}
+    heads = await _heads(conn, case_ids)
     rows = []
     for event in fresh:
-        if event.case_id not in heads:
-            heads[event.case_id] = await _head(conn, event.case_id)
-        seq, prev_hash = heads[event.case_id]
+        seq, prev_hash = heads.get(event.case_id, (0, GENESIS_HASH))
         fields = ChainedFields(
             case_id=event.case_id, seq=seq + 1, event_id=str(event.event_id), type=event.type,
             source=source, time=event.time, trace_id=trace_id, data=event_data(event),
@@ -59,12 +62,13 @@ async def append_events(
         heads[event.case_id] = (seq + 1, digest)
         rows.append((fields.case_id, fields.seq, event.event_id, fields.type, source,
                      fields.time, trace_id, fields.data, prev_hash, digest))
-    await conn.executemany(
-        "INSERT INTO case_log (case_id, seq, event_id, type, source, time, trace_id, data,"
-        " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        rows,
-    )
+    if rows:
+        await conn.copy_records_to_table("case_log", records=rows, columns=_COLUMNS)
     return fresh
+
+
+_COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "trace_id", "data",
+            "prev_hash", "hash")
 
 
 def _first_of_each(events: Any) -> list[CaseEvent]:
@@ -77,11 +81,15 @@ def _first_of_each(events: Any) -> list[CaseEvent]:
     return out
 
 
-async def _head(conn: asyncpg.Connection, case_id: str) -> tuple[int, str]:
-    row = await conn.fetchrow(
-        "SELECT seq, hash FROM case_log WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id
+async def _heads(conn: asyncpg.Connection, case_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """The last (seq, hash) of each case that has rows."""
+    rows = await conn.fetch(
+        # One backward index probe per case, however long its history.
+        "SELECT c AS case_id, h.seq, h.hash FROM unnest($1::text[]) AS c CROSS JOIN LATERAL"
+        " (SELECT seq, hash FROM case_log WHERE case_id = c ORDER BY seq DESC LIMIT 1) AS h",
+        case_ids,
     )
-    return (0, GENESIS_HASH) if row is None else (row["seq"], row["hash"])
+    return {r["case_id"]: (r["seq"], r["hash"]) for r in rows}
 
 
 @dataclass(frozen=True)
