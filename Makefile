@@ -59,6 +59,8 @@ schemas: setup
 
 bench: infra-up
 	$(PY) benchmarks/case_log_append.py
+	$(PY) benchmarks/router_decisions.py --accuracy
+	$(PY) benchmarks/sla_timers.py
 
 clean:
 	-$(SB) infra down

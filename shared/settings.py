@@ -59,12 +59,39 @@ class Settings(BaseSettings):
 
     # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time).
     sla_first_response_seconds: dict[str, float] = {"email": 14_400, "chat": 120, "voice": 60}
+    # SLA policy file (calendars, rules, contracts). Empty: the packaged default policy, or, when
+    # SLA_FIRST_RESPONSE_SECONDS is set explicitly, the skeleton's first-response-only policy.
+    # Both set: SLA_FIRST_RESPONSE_SECONDS overrides the file's first-response targets per channel.
+    sla_policy_file: str = ""
+    # The SLA timer sleeps until the next due instant; at most this long (other instances' clocks).
+    sla_timer_max_idle_seconds: float = 30.0
     # How often the SLA and escalation services look for due timers (seconds).
     timer_tick_seconds: float = 1.0
     # Escalation: who receives first-response breaches.
     escalation_target: str = "supervisors-tier2"
+    # Router: policy files (default: the packaged ones) and a trained intent model (default:
+    # none, the rules classifier); see docs/router.md.
+    router_policy_path: str | None = None
+    router_taxonomy_path: str | None = None
+    router_model_path: str | None = None
     # Speeds up the services' clock in the demo (1.0 = real time).
     clock_speed: float = 1.0
+
+    # Intake (docs/intake.md). Limits: larger or bigger emails are dead-lettered with the reason.
+    intake_max_email_bytes: int = 3_500_000  # decoded RFC 5322 bytes (the event holds base64)
+    intake_max_email_headers: int = 500
+    intake_max_attachments: int = 50
+    intake_max_mime_parts: int = 200
+    # Same customer, same normalised subject, open case last heard from within this window.
+    intake_thread_window_hours: float = 72.0
+    # Chat messages closer together than this (and before an agent replied) are one contact.
+    intake_chat_burst_seconds: float = 120.0
+    # A new chat session of a customer with an open case joins that case instead of a new one.
+    intake_chat_joins_open_case: bool = False
+    # Region for phone numbers written without a country code (ISO 3166 alpha-2).
+    intake_default_phone_region: str = "US"
+    # Extra regular expressions whose matches are masked, e.g. ["\\bACCT-\\d{8}\\b"].
+    intake_redaction_patterns: list[str] = []
 
 
 @lru_cache(maxsize=1)

@@ -35,8 +35,11 @@ def build_packet(case_id: str, history: History, reason: str, level: int) -> ce.
             classification = ce.CaseClassified.model_validate(payload)
         elif type_ == "case.assigned":
             assigned = payload["agent_id"]
-        elif type_ in ("sla.started", "sla.met", "sla.breached"):
-            state = {"sla.started": "running", "sla.met": "met", "sla.breached": "breached"}[type_]
+        elif type_ == "sla.cancelled":
+            sla.pop(payload["clock_id"], None)
+        elif type_ in ("sla.started", "sla.met", "sla.breached", "sla.paused", "sla.resumed"):
+            state = {"sla.started": "running", "sla.met": "met", "sla.breached": "breached",
+                     "sla.paused": "paused", "sla.resumed": "running"}[type_]
             sla[payload["clock_id"]] = ce.PacketSlaState(metric=payload["metric"],
                                                          due_at=payload["due_at"], state=state)  # type: ignore[arg-type]
     first_text = contacts[0].text if contacts else ""

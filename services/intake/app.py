@@ -1,46 +1,184 @@
-"""Intake's FastStream app: inbound topics → threading lookup → core → case log and outbox."""
+"""Intake's FastStream app: inbound topics → threading lookup → core → case log and outbox.
+
+The handler runs inside the runtime's transaction: what it reads (threads, open cases, chat
+sessions, the directory) and writes (new thread keys, case and session state) commits together
+with the case events, so a redelivery sees exactly the state the first delivery left.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from services.intake import core
+from services.intake.email_parsing import EmailLimits
+from services.intake.identity import DirectoryEntry
+from services.intake.subjects import case_reference
 from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import INBOUND_TOPICS
 from shared.events import Decision
-from shared.runtime import Route, ServiceRuntime
+from shared.redaction import compile_patterns
+from shared.runtime import Rejected, Route, ServiceRuntime
+from shared.settings import Settings, get_settings
 
 
-async def handle_inbound(
-    conn: asyncpg.Connection, envelope: Envelope, payload: Any, now: datetime
-) -> Decision:
-    contact = core.understand(envelope.type, payload, now)
-    known = await _known_case(conn, contact.lookup_keys)
-    decision, case_id = core.decide(contact, known, envelope.id, now)
-    if case_id is not None:
+class IntakeHandler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = core.IntakeConfig(
+            email_limits=EmailLimits(
+                max_bytes=settings.intake_max_email_bytes,
+                max_headers=settings.intake_max_email_headers,
+                max_attachments=settings.intake_max_attachments,
+                max_parts=settings.intake_max_mime_parts),
+            phone_region=settings.intake_default_phone_region,
+            redaction_patterns=compile_patterns(settings.intake_redaction_patterns),
+        )
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, payload: Any,
+                       now: datetime) -> Decision:
+        try:
+            contact = core.understand(envelope.type, payload, now, self.config)
+        except core.Unprocessable as exc:
+            # With the current runtime this is retried 3 times before it is dead-lettered with
+            # this text (see the report on issue 3); the result is the same, only slower.
+            raise Rejected(str(exc)) from exc
+        if contact is None:
+            return Decision()
+        thread = await self._thread(conn, contact)
+        decision, case_id = core.decide(contact, thread, envelope.id, now, self.config)
+        if case_id is not None and not thread.duplicate:
+            await self._remember(conn, contact, thread, case_id, decision, now)
+        return decision
+
+    async def _thread(self, conn: asyncpg.Connection, contact: core.IncomingContact) -> core.Thread:
+        directory = await _directory(conn, contact)
+        keys = core.customer_keys(contact)
+        if directory is not None:
+            keys = (f"customer:{directory.customer_id}", *keys)
+        seen = await _known(conn, (contact.dedup_key,)) if contact.dedup_key else None
+        if seen is not None:
+            return core.Thread(case_id=seen, duplicate=True)
+        case_id, how = await _known(conn, contact.lookup_keys), "thread"
+        if case_id is None and contact.reference:
+            case_id, how = await _known(conn, (f"ref:{contact.reference}",)), "reference"
+        if case_id is None and contact.channel == "email" and contact.subject_key and keys:
+            window = timedelta(hours=self.settings.intake_thread_window_hours)
+            case_id, how = await _open_case(conn, keys, contact.subject_key,
+                                            contact.at - window), "subject-window"
+        if (case_id is None and contact.channel == "chat" and keys
+                and self.settings.intake_chat_joins_open_case):
+            case_id, how = await _open_case(conn, keys, None, None), "customer"
+        if case_id is None:
+            return core.Thread(directory=directory)
+        burst = None
+        if contact.may_join_burst:
+            burst = await _burst_contact(conn, contact, case_id,
+                                         self.settings.intake_chat_burst_seconds)
+        return core.Thread(case_id=case_id, how=how, solved=await _solved(conn, case_id),
+                           burst_contact_id=burst, directory=directory)
+
+    async def _remember(self, conn: asyncpg.Connection, contact: core.IncomingContact,
+                        thread: core.Thread, case_id: str, decision: Decision,
+                        now: datetime) -> None:
+        keys = [*contact.own_keys, *([contact.dedup_key] if contact.dedup_key else [])]
+        opened = any(e.type == "case.opened" for e in decision.events)
+        if opened:
+            keys.append(f"ref:{case_reference(case_id)}")
         await conn.executemany(
             "INSERT INTO intake_thread (thread_key, case_id) VALUES ($1, $2)"
-            " ON CONFLICT (thread_key) DO NOTHING",
-            [(key, case_id) for key in contact.own_keys],
-        )
-    return decision
+            " ON CONFLICT (thread_key) DO NOTHING", [(k, case_id) for k in keys])
+        customer = [*core.customer_keys(contact)]
+        if thread.directory is not None:
+            customer.insert(0, f"customer:{thread.directory.customer_id}")
+        await conn.execute(
+            "INSERT INTO intake_case (case_id, customer_keys, subject_key, channel, opened_at,"
+            " last_contact_at) VALUES ($1, $2, $3, $4, $5, $5)"
+            " ON CONFLICT (case_id) DO UPDATE SET last_contact_at ="
+            " greatest(intake_case.last_contact_at, excluded.last_contact_at)",
+            case_id, customer, contact.subject_key, contact.channel, contact.at)
+        received = next((e.data for e in decision.events if e.type == "contact.received"), None)
+        if contact.may_join_burst:
+            session = contact.lookup_keys[0]
+            if received is not None:
+                await conn.execute(
+                    "INSERT INTO intake_chat_session (session_id, case_id, contact_id,"
+                    " contact_started_at, last_message_at) VALUES ($1, $2, $3, $4, $4)"
+                    " ON CONFLICT (session_id) DO UPDATE SET contact_id = excluded.contact_id,"
+                    " contact_started_at = excluded.contact_started_at,"
+                    " last_message_at = excluded.last_message_at, case_id = excluded.case_id",
+                    session, case_id, received.contact_id, contact.at)  # type: ignore[attr-defined]
+            else:
+                await conn.execute(
+                    "UPDATE intake_chat_session SET last_message_at ="
+                    " greatest(last_message_at, $2) WHERE session_id = $1", session, contact.at)
 
 
-async def _known_case(conn: asyncpg.Connection, keys: tuple[str, ...]) -> str | None:
+async def _known(conn: asyncpg.Connection, keys: tuple[str, ...]) -> str | None:
     if not keys:
         return None
     rows = await conn.fetch(
         "SELECT thread_key, case_id FROM intake_thread WHERE thread_key = ANY($1::text[])",
-        list(keys),
-    )
+        list(keys))
     by_key = {r["thread_key"]: r["case_id"] for r in rows}
     return next((by_key[k] for k in keys if k in by_key), None)
 
 
+async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
+    last = await conn.fetchval(
+        "SELECT type FROM case_log WHERE case_id = $1 AND type IN ('case.solved', 'case.reopened')"
+        " ORDER BY seq DESC LIMIT 1", case_id)
+    return bool(last == "case.solved")
+
+
+async def _open_case(conn: asyncpg.Connection, customer_keys: tuple[str, ...],
+                     subject_key: str | None, since: datetime | None) -> str | None:
+    """The customer's most recent case that is not solved (same subject, recent, if given)."""
+    rows = await conn.fetch(
+        "SELECT case_id FROM intake_case WHERE customer_keys && $1::text[]"
+        " AND ($2::text IS NULL OR subject_key = $2) AND ($3::timestamptz IS NULL"
+        " OR last_contact_at >= $3) ORDER BY last_contact_at DESC LIMIT 5",
+        list(customer_keys), subject_key, since)
+    for row in rows:
+        if not await _solved(conn, row["case_id"]):
+            return str(row["case_id"])
+    return None
+
+
+async def _burst_contact(conn: asyncpg.Connection, contact: core.IncomingContact, case_id: str,
+                         burst_seconds: float) -> str | None:
+    """The session's contact this message joins: close to the last one, no agent reply since."""
+    row = await conn.fetchrow(
+        "SELECT contact_id, contact_started_at, last_message_at FROM intake_chat_session"
+        " WHERE session_id = $1 AND case_id = $2", contact.lookup_keys[0], case_id)
+    if row is None or contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
+        return None
+    replied = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM case_log WHERE case_id = $1 AND type = 'reply.sent'"
+        " AND time >= $2)", case_id, row["contact_started_at"])
+    return None if replied else str(row["contact_id"])
+
+
+async def _directory(conn: asyncpg.Connection,
+                     contact: core.IncomingContact) -> DirectoryEntry | None:
+    email, phone = contact.customer.email, contact.customer.phone
+    if not email and not phone:
+        return None
+    row = await conn.fetchrow(
+        "SELECT customer_id, names, emails, phones, tier, verified FROM intake_customer"
+        " WHERE ($1::text IS NOT NULL AND $1 = ANY(emails))"
+        " OR ($2::text IS NOT NULL AND $2 = ANY(phones)) ORDER BY customer_id LIMIT 1",
+        email, phone)
+    if row is None:
+        return None
+    return DirectoryEntry(row["customer_id"], tuple(row["names"]), tuple(row["emails"]),
+                          tuple(row["phones"]), row["tier"], row["verified"])
+
+
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
+    handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
     for topic, models in INBOUND_TOPICS.items():
-        runtime.subscribe(Route(topic, models, {t: handle_inbound for t in models}))
+        runtime.subscribe(Route(topic, models, {t: handler for t in models}))
     return runtime

@@ -1,31 +1,60 @@
 """Intake's pure core: what an inbound event says, and which case events it produces.
 
-No Kafka, no SQL: the app looks up the thread keys and hands over the case they belong to.
+No Kafka, no SQL. `understand` turns one inbound event into an IncomingContact (parsed, with the
+keys that can find its case); the app looks those keys up and hands the result back as a Thread;
+`decide` returns the case events. Every event body is redacted as a whole just before it leaves
+(`_redacted`), so no field is forgotten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.intake.email_parsing import parse_email
+from services.intake import identity
+from services.intake.adapters import AdapterError, adapt
+from services.intake.email_parsing import EmailLimits, EmailRejected, parse_email
+from services.intake.subjects import case_reference, normalise_subject, reference_in
 from shared.contracts import inbound as ib
+from shared.contracts.base import Contract, derive_event_id
 from shared.contracts.case_events import (
     AttachmentMeta,
     CaseOpened,
+    CaseReopened,
     ContactActivityRecorded,
     ContactReceived,
+    ContactTextAdded,
 )
 from shared.contracts.inbound import Channel, CustomerIdentity
 from shared.events import CaseEvent, Decision
-from shared.redaction import redact
+from shared.redaction import redact, redact_tree
+
+MAX_TEXT = ib.MAX_TEXT
+# Ids Switchboard derives itself: never customer text, and redaction must not alter them.
+_OUR_IDS = frozenset({"case_id", "contact_id", "reference", "sha256", "channel", "source_type"})
+
+
+class Unprocessable(ValueError):
+    """The inbound event can never be processed; the message is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    email_limits: EmailLimits = field(default_factory=EmailLimits)
+    phone_region: str = "US"
+    redaction_patterns: tuple[re.Pattern[str], ...] = ()
+
+
+DEFAULT_CONFIG = IntakeConfig()
 
 
 @dataclass(frozen=True)
 class IncomingContact:
-    """One inbound event, understood, redacted, and not yet threaded."""
+    """One inbound event, understood, and not yet threaded."""
 
     channel: Channel
     source_type: str
@@ -37,123 +66,230 @@ class IncomingContact:
     customer: CustomerIdentity = field(default_factory=CustomerIdentity)
     subject: str | None = None
     text: str | None = None  # None: activity only, no customer text
+    full_text: str | None = None
     attachments: list[AttachmentMeta] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
     automated: bool = False
     may_open_case: bool = True
+    # The source's own id of this message: seen before means a duplicate delivery.
+    dedup_key: str | None = None
+    reference: str | None = None  # a case token found in the subject
+    subject_key: str = ""  # the normalised subject, for the same-customer window
+    # Text that belongs to a contact already received (IVR selection, transcript) when known.
+    adds_to_contact: str | None = None
+    # A chat message: may join the session's contact if it is part of a burst.
+    may_join_burst: bool = False
 
 
-def understand(event_type: str, payload: Any, received_at: datetime) -> IncomingContact:
-    return _EXTRACTORS[event_type](payload, received_at)
+@dataclass(frozen=True)
+class Thread:
+    """What the app found in the database for a contact."""
+
+    case_id: str | None = None
+    how: str = "new"  # message-id | reference | subject-window | session | call | customer
+    solved: bool = False
+    duplicate: bool = False
+    burst_contact_id: str | None = None  # the chat contact this message joins
+    directory: identity.DirectoryEntry | None = None
 
 
-def _email(p: ib.EmailReceived, now: datetime) -> IncomingContact:
-    mail = parse_email(p.raw_mime)
+def understand(event_type: str, payload: Any, received_at: datetime,
+               config: IntakeConfig = DEFAULT_CONFIG) -> IncomingContact | None:
+    """The contact an inbound event stands for; None for an adapter payload with nothing in it."""
+    try:
+        mapped = adapt(event_type, payload, received_at)
+    except AdapterError as exc:
+        raise Unprocessable(str(exc)) from exc
+    if mapped is None:
+        return None
+    event_type, payload = mapped
+    contact = _EXTRACTORS[event_type](payload, received_at, config)
+    return _with_customer(contact, identity.normalise(contact.customer, config.phone_region))
+
+
+def _with_customer(contact: IncomingContact, customer: CustomerIdentity) -> IncomingContact:
+    return replace(contact, customer=customer)
+
+
+def customer_keys(contact: IncomingContact) -> tuple[str, ...]:
+    return identity.customer_keys(contact.customer)
+
+
+# --- email -------------------------------------------------------------------------------------
+def _email(p: ib.EmailReceived, now: datetime, config: IntakeConfig) -> IncomingContact:
+    try:
+        mail = parse_email(p.raw_mime, config.email_limits)
+    except EmailRejected as exc:
+        raise Unprocessable(str(exc)) from exc
     own = (f"email:{mail.message_id}",) if mail.message_id else ()
-    related = tuple(f"email:{m}" for m in [*mail.in_reply_to, *reversed(mail.references)])
+    related = tuple(dict.fromkeys(
+        f"email:{m}" for m in [*mail.in_reply_to, *reversed(mail.references)]
+        if f"email:{m}" not in own))
     details = {"mailbox": p.mailbox}
     if mail.defects:
-        details["defects"] = ",".join(sorted(set(mail.defects)))
+        details["defects"] = ",".join(mail.defects)[:1000]
+    if mail.automated_reason:
+        details["automated_reason"] = mail.automated_reason
+    full = mail.text[:MAX_TEXT]
+    visible = (mail.visible_text or mail.text)[:MAX_TEXT]
     return IncomingContact(
-        channel="email", source_type="email.received", lookup_keys=own + related, own_keys=own,
+        channel="email", source_type="email.received", lookup_keys=related, own_keys=own,
         at=p.received_at or now,
-        customer=CustomerIdentity(name=mail.from_name, email=mail.from_address),
-        subject=redact(mail.subject) if mail.subject else None, text=redact(mail.text),
-        attachments=mail.attachments, details=details, automated=mail.automated,
-        may_open_case=not mail.automated,
+        customer=CustomerIdentity(name=_short(mail.from_name, 256),
+                                  email=_short(mail.from_address, 320)),
+        subject=_short(mail.subject, 998), text=visible,
+        full_text=full if full != visible else None, attachments=mail.attachments,
+        details=details, automated=mail.automated, may_open_case=not mail.automated,
+        dedup_key=own[0] if own else None, reference=reference_in(mail.subject),
+        # Kept at rest in intake_case: normalised from the redacted subject.
+        subject_key=normalise_subject(redact(mail.subject or "", config.redaction_patterns)),
     )
 
 
-def _chat(p: Any, now: datetime) -> IncomingContact:
+def _short(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text else None
+
+
+# --- chat --------------------------------------------------------------------------------------
+def _chat(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
     key = (f"chat:{p.session_id}",)
-    base = dict(channel="chat", lookup_keys=key, own_keys=key)
+    base: dict[str, Any] = dict(channel="chat", lookup_keys=key, own_keys=key)
     if isinstance(p, ib.ChatMessage):
-        return IncomingContact(**base, source_type="chat.message", at=p.sent_at,  # type: ignore[arg-type]
-                               customer=p.customer, text=redact(p.text),
-                               details={"session_id": p.session_id})
+        return IncomingContact(**base, source_type="chat.message", at=p.sent_at,
+                               customer=p.customer, text=p.text,
+                               details={"session_id": p.session_id}, may_join_burst=True,
+                               dedup_key=f"chatmsg:{p.session_id}/{p.message_id}")
     if isinstance(p, ib.ChatStarted):
-        return IncomingContact(**base, source_type="chat.started", at=p.started_at,  # type: ignore[arg-type]
-                               customer=p.customer, details={"language": p.language or ""})
+        return IncomingContact(**base, source_type="chat.started", at=p.started_at,
+                               customer=p.customer, details={"language": p.language or ""},
+                               may_open_case=False)
     at = p.ended_at if isinstance(p, ib.ChatEnded) else p.abandoned_at
     kind = "chat.ended" if isinstance(p, ib.ChatEnded) else "chat.abandoned"
-    return IncomingContact(**base, source_type=kind, at=at, may_open_case=False)  # type: ignore[arg-type]
+    return IncomingContact(**base, source_type=kind, at=at, may_open_case=False)
 
 
-def _voice(p: Any, now: datetime) -> IncomingContact:
+# --- voice -------------------------------------------------------------------------------------
+def call_contact_id(call_id: str) -> str:
+    """One contact per call, so IVR selections and transcripts find it without a lookup."""
+    return f"contact-{derive_event_id(f'call:{call_id}', 'contact')}"
+
+
+def _voice(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
     key = (f"call:{p.call_id}",)
-    base = dict(channel="voice", lookup_keys=key, own_keys=key)
+    dedup = f"voice:{p.call_id}/{hashlib.sha256(p.model_dump_json().encode()).hexdigest()}"
+    base: dict[str, Any] = dict(channel="voice", lookup_keys=key, own_keys=key, dedup_key=dedup)
     if isinstance(p, ib.CallStarted):
         customer = p.customer if p.customer.phone else p.customer.model_copy(
             update={"phone": p.from_number})
-        return IncomingContact(**base, source_type="call.started", at=p.started_at,  # type: ignore[arg-type]
+        return IncomingContact(**base, source_type="call.started", at=p.started_at,
                                customer=customer, text=f"Inbound call from {p.from_number}",
                                details={"to": p.to_number})
     if isinstance(p, ib.VoicemailReceived):
-        text = redact(p.transcript or "(voicemail without transcript)")
-        return IncomingContact(**base, source_type="voicemail.received", at=p.received_at,  # type: ignore[arg-type]
-                               customer=CustomerIdentity(phone=p.from_number), text=text,
+        return IncomingContact(**base, source_type="voicemail.received", at=p.received_at,
+                               customer=CustomerIdentity(phone=p.from_number),
+                               text=p.transcript or "(voicemail without transcript)",
                                details={"callback": "requested"})
+    if isinstance(p, ib.CallAbandoned):
+        text = (f"Abandoned call from {p.from_number} after {p.wait_seconds:.0f} s waiting: "
+                "call back" if p.from_number else None)
+        return IncomingContact(**base, source_type="call.abandoned", at=p.abandoned_at,
+                               customer=CustomerIdentity(phone=p.from_number), text=text,
+                               details={"callback": "requested",
+                                        "wait_seconds": f"{p.wait_seconds:.0f}"})
+    contact_id = call_contact_id(p.call_id)
     if isinstance(p, ib.CallTranscript):
-        said = " ".join(s.text for s in p.segments if s.speaker == "customer")
-        return IncomingContact(**base, source_type="call.transcript", at=now,  # type: ignore[arg-type]
-                               details={"transcript": redact(said)[:4000]}, may_open_case=False)
+        said = " ".join(s.text for s in p.segments if s.speaker == "customer").strip()
+        return IncomingContact(**base, source_type="call.transcript", at=now,
+                               text=said[:MAX_TEXT] or None, may_open_case=False,
+                               adds_to_contact=contact_id, details={"transcript": "customer"})
     if isinstance(p, ib.CallIvrSelection):
-        return IncomingContact(**base, source_type="call.ivr_selection", at=p.selected_at,  # type: ignore[arg-type]
-                               details={"menu": p.menu, "selection": p.selection,
-                                        "label": p.label or ""}, may_open_case=False)
-    at = p.ended_at if isinstance(p, ib.CallEnded) else p.abandoned_at
-    kind = "call.ended" if isinstance(p, ib.CallEnded) else "call.abandoned"
-    return IncomingContact(**base, source_type=kind, at=at, may_open_case=False)  # type: ignore[arg-type]
+        label = p.label or p.selection
+        return IncomingContact(**base, source_type="call.ivr_selection", at=p.selected_at,
+                               text=f"IVR {p.menu}: {label}", may_open_case=False,
+                               adds_to_contact=contact_id,
+                               details={"hint.ivr_menu": p.menu, "hint.ivr_selection": p.selection,
+                                        "hint.ivr_label": p.label or ""})
+    return IncomingContact(**base, source_type="call.ended", at=p.ended_at,
+                           details={"duration_seconds": f"{p.duration_seconds:.0f}"},
+                           may_open_case=False)
 
 
-_EXTRACTORS: dict[str, Callable[[Any, datetime], IncomingContact]] = {
+_EXTRACTORS: dict[str, Callable[[Any, datetime, IntakeConfig], IncomingContact]] = {
     "email.received": _email,
-    **{t: _chat for t in ib.INBOUND_TOPICS["helpdesk.inbound.chat"]},
-    **{t: _voice for t in ib.INBOUND_TOPICS["helpdesk.inbound.voice"]},
+    **{t: _chat for t in ("chat.started", "chat.message", "chat.ended", "chat.abandoned")},
+    **{t: _voice for t in ("call.started", "call.ivr_selection", "call.transcript", "call.ended",
+                           "call.abandoned", "voicemail.received")},
 }
 
 
+# --- decisions ---------------------------------------------------------------------------------
 def new_case_id(cause_id: str) -> str:
-    from shared.contracts.base import derive_event_id
-
     return f"case-{derive_event_id(cause_id, 'case')}"
 
 
+def new_contact_id(cause_id: str) -> str:
+    return f"contact-{derive_event_id(cause_id, 'contact')}"
+
+
 def decide(
-    contact: IncomingContact, known_case_id: str | None, cause_id: str, now: datetime
+    contact: IncomingContact, thread: Thread | str | None, cause_id: str, now: datetime,
+    config: IntakeConfig = DEFAULT_CONFIG,
 ) -> tuple[Decision, str | None]:
     """The case events for one contact, and the case it belongs to (None: nothing to record).
 
-    A contact of a known thread joins its case. An unknown thread opens a case, unless the event
-    cannot open one (an automated email, a call that ended): that is recorded nowhere, because
-    there is no case to record it on.
+    A contact of a known thread joins its case (reopening it if it was solved). An unknown
+    thread opens a case, unless the event cannot open one (an automated email, a call that
+    ended): that is recorded nowhere, because there is no case to record it on.
     """
-    case_id = known_case_id
+    if not isinstance(thread, Thread):
+        thread = Thread(case_id=thread)
+    if thread.duplicate:
+        return Decision(), thread.case_id
+    customer = identity.with_directory(contact.customer, thread.directory)
+    case_id = thread.case_id
     events: list[CaseEvent] = []
+
+    def add(step: str, data: Contract) -> None:
+        events.append(CaseEvent.derived(cause_id, step, case_id or "", step, now,
+                                        _redacted(data, config)))
+
     if case_id is None:
         if not contact.may_open_case or contact.text is None:
             return Decision(), None
         case_id = new_case_id(cause_id)
-        events.append(CaseEvent.derived(cause_id, "case.opened", case_id, "case.opened", now,
-                                        CaseOpened(case_id=case_id, channel=contact.channel,
-                                                   customer=contact.customer,
-                                                   subject=contact.subject, opened_at=contact.at)))
-    if contact.text is not None and not contact.automated:
-        data: Any = ContactReceived(
-            case_id=case_id, contact_id=f"contact-{cause_id}", channel=contact.channel,
-            source_type=contact.source_type, customer=contact.customer, subject=contact.subject,
-            text=contact.text, received_at=contact.at, attachments=contact.attachments,
-            details=contact.details,
-        )
-        events.append(CaseEvent.derived(cause_id, "contact.received", case_id,
-                                        "contact.received", now, data))
-    else:
+        add("case.opened", CaseOpened(
+            case_id=case_id, channel=contact.channel, customer=customer, subject=contact.subject,
+            opened_at=contact.at, reference=case_reference(case_id)))
+    if contact.automated or contact.text is None:
         details = dict(contact.details)
         if contact.automated:
             details["automated"] = "true"
-        data = ContactActivityRecorded(case_id=case_id, channel=contact.channel,
-                                       source_type=contact.source_type, at=contact.at,
-                                       details=details)
-        events.append(CaseEvent.derived(cause_id, "contact.activity_recorded", case_id,
-                                        "contact.activity_recorded", now, data))
+        add("contact.activity_recorded", ContactActivityRecorded(
+            case_id=case_id, channel=contact.channel, source_type=contact.source_type,
+            at=contact.at, details=details))
+        return Decision(events=tuple(events)), case_id
+    joins = thread.burst_contact_id if contact.may_join_burst else contact.adds_to_contact
+    if joins is not None:
+        add("contact.text_added", ContactTextAdded(
+            case_id=case_id, contact_id=joins, channel=contact.channel,
+            source_type=contact.source_type, text=contact.text, at=contact.at,
+            details=contact.details))
+        return Decision(events=tuple(events)), case_id
+    contact_id = (call_contact_id(contact.lookup_keys[0][len("call:"):])
+                  if contact.source_type == "call.started" else new_contact_id(cause_id))
+    if thread.solved:
+        add("case.reopened", CaseReopened(case_id=case_id, contact_id=contact_id,
+                                          reopened_at=contact.at,
+                                          reason=f"{contact.source_type} by {thread.how}"))
+    add("contact.received", ContactReceived(
+        case_id=case_id, contact_id=contact_id, channel=contact.channel,
+        source_type=contact.source_type, customer=customer, subject=contact.subject,
+        text=contact.text, received_at=contact.at, attachments=contact.attachments,
+        details=contact.details, full_text=contact.full_text))
     return Decision(events=tuple(events)), case_id
+
+
+def _redacted(data: Contract, config: IntakeConfig) -> Contract:
+    """The event body with every string redacted except the ids Switchboard derived."""
+    clean = redact_tree(data.model_dump(), _OUR_IDS, config.redaction_patterns)
+    return type(data).model_validate(clean)

@@ -1,115 +1,96 @@
-"""Router's pure core: classify a contact, pick an agent, make an offer.
+"""Router's pure core, as the app uses it: classify a contact, turn the classification into a
+waiting case with requirements, and emit the events of a case entering its queue.
 
-The walking skeleton's rules: keyword classification to a skill, and the available agent with the
-skill, spare capacity on the channel and the language, highest proficiency first, then least load.
+Classification lives in `classify.py`, routing (eligibility, relaxation, selection, offers) in
+`routing.py`, policies in `policy.py`, the trainable model in `model.py`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from shared.contracts.agents import AgentProfile
-from shared.contracts.case_events import (
-    AssignmentOffered,
-    CaseClassified,
-    CaseQueued,
-    ContactReceived,
-    Priority,
-)
+from services.router.classify import IntentClassifier, RulesClassifier
+from services.router.policy import RoutingPolicy, Taxonomy, load_policy, load_taxonomy
+from services.router.routing import PRIORITY_RANK, Requirements, WaitingCase
+from shared.contracts.case_events import CaseClassified, CaseQueued, Priority
 from shared.contracts.inbound import Channel
-from shared.contracts.topics import ROUTING_OFFERS
-from shared.events import CaseEvent, Decision, Outbound
-
-SKILL_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
-    ("billing", re.compile(r"\b(refund|charge[ds]?|invoice|billing|payment|card|price)\b", re.I)),
-    ("technical", re.compile(r"\b(error|bug|crash|broken|login|password|app|not working)\b", re.I)),
-    ("orders", re.compile(r"\b(order|delivery|shipping|package|parcel|tracking)\b", re.I)),
-]
-URGENT = re.compile(r"\b(urgent|asap|immediately|emergency|fraud)\b", re.I)
-OFFER_TTL = timedelta(seconds=60)
+from shared.events import CaseEvent
 
 
 @dataclass(frozen=True)
-class Needs:
-    skill: str
-    queue: str
-    priority: Priority
-    language: str
-    channel: Channel
+class RouterConfig:
+    policy: RoutingPolicy
+    taxonomy: Taxonomy
+    classifier: IntentClassifier
 
 
-@dataclass(frozen=True)
-class AgentLoad:
-    profile: AgentProfile
-    load: dict[str, int] = field(default_factory=dict)
-
-    def has_room(self, channel: str) -> bool:
-        return self.load.get(channel, 0) < self.profile.capacity.get(channel, 0)  # type: ignore[call-overload]
-
-    def proficiency(self, skill: str) -> int:
-        return max((s.proficiency for s in self.profile.skills if s.skill == skill), default=0)
-
-
-def classify(contact: ContactReceived) -> CaseClassified:
-    text = f"{contact.subject or ''}\n{contact.text}"
-    evidence, skill = [], "general"
-    for name, pattern in SKILL_KEYWORDS:
-        found = pattern.search(text)
-        if found:
-            skill = name
-            evidence.append(f"keyword {found.group(0)!r} → {name}")
-            break
-    priority: Priority = "normal"
-    if URGENT.search(text):
-        priority = "urgent"
-        evidence.append("urgency keyword")
-    elif contact.channel == "voice":
-        priority = "high"
-        evidence.append("voice contact waits live")
-    return CaseClassified(
-        case_id=contact.case_id, skill=skill, queue=f"{skill}-{contact.channel}",
-        priority=priority, language="en", confidence=0.9 if evidence else 0.4, evidence=evidence,
-    )
+def load_config(policy_path: Path | None = None, taxonomy_path: Path | None = None,
+                model_path: Path | None = None) -> RouterConfig:
+    """Policies validated at start (a bad file stops the router with the field named); the
+    rules classifier unless a trained model file is given."""
+    policy, taxonomy = load_policy(policy_path), load_taxonomy(taxonomy_path)
+    classifier: IntentClassifier = RulesClassifier(taxonomy)
+    if model_path is not None:
+        from services.router.model import StatisticalClassifier
+        classifier = StatisticalClassifier.load(model_path, taxonomy)
+    return RouterConfig(policy, taxonomy, classifier)
 
 
-def choose_agent(agents: list[AgentLoad], needs: Needs, excluded: set[str]) -> AgentLoad | None:
-    eligible = [
-        a for a in agents
-        if a.profile.presence == "available" and a.profile.agent_id not in excluded
-        and a.has_room(needs.channel) and needs.language in a.profile.languages
-        and (needs.skill == "general" or a.proficiency(needs.skill) > 0)
-    ]
-    if not eligible:
-        return None
-    return min(eligible, key=lambda a: (-a.proficiency(needs.skill),
-                                        sum(a.load.values()), a.profile.agent_id))
+def requirements_of(classified: CaseClassified, channel: Channel) -> Requirements:
+    return Requirements(skill=classified.skill, min_proficiency=classified.min_proficiency,
+                        min_tier=classified.min_authority_tier, language=classified.language,
+                        channel=channel, preferred_skills=tuple(classified.preferred_skills))
 
 
-def offer(
-    case_id: str, needs: Needs, agents: list[AgentLoad], excluded: set[str], cause_id: str,
-    now: datetime,
-) -> tuple[Decision, AgentLoad | None]:
-    """Queue the case and offer it to the best agent, if any is free."""
-    queued = CaseEvent.derived(cause_id, "case.queued", case_id, "case.queued", now,
-                               CaseQueued(case_id=case_id, queue=needs.queue,
-                                          priority=needs.priority))
-    chosen = choose_agent(agents, needs, excluded)
-    if chosen is None:
-        return Decision(events=(queued,)), None
-    agent_id = chosen.profile.agent_id
-    offer_id = f"offer-{cause_id}-{agent_id}"
-    data = AssignmentOffered(case_id=case_id, offer_id=offer_id, agent_id=agent_id,
-                             queue=needs.queue, channel=needs.channel, expires_at=now + OFFER_TTL)
-    offered = CaseEvent.derived(cause_id, f"assignment.offered/{agent_id}", case_id,
-                                "assignment.offered", now, data)
-    to_agent = Outbound(topic=ROUTING_OFFERS, key=agent_id, type="assignment.offered",
-                        event_id=offered.event_id, subject=case_id, time=now, data=data,
-                        caused_by=offered.event_id)
-    return Decision(events=(queued, offered), outbound=(to_agent,)), chosen
+def waiting_case(classified: CaseClassified, channel: Channel, queued_at: datetime,
+                 previous_agent: str | None = None, previous_hold_seconds: float = 0,
+                 excluded: frozenset[str] = frozenset()) -> WaitingCase:
+    """A case entering its queue. A reopened case is held for its previous agent for a while."""
+    until = (queued_at + timedelta(seconds=previous_hold_seconds)
+             if previous_agent and previous_hold_seconds > 0 else None)
+    return WaitingCase(case_id=classified.case_id,
+                       requirements=requirements_of(classified, channel),
+                       priority=classified.priority, queued_at=queued_at,
+                       previous_agent=previous_agent, previous_until=until, excluded=excluded)
 
 
-def needs_of(classified: CaseClassified, channel: Channel) -> Needs:
-    return Needs(skill=classified.skill, queue=classified.queue, priority=classified.priority,
-                 language=classified.language, channel=channel)
+def raise_priority(case: WaitingCase, to: Priority) -> WaitingCase:
+    if PRIORITY_RANK[to] <= PRIORITY_RANK[case.priority]:
+        return case
+    return replace(case, priority=to)
+
+
+def queued_event(cause_id: str, case: WaitingCase, queue: str, now: datetime) -> CaseEvent:
+    return CaseEvent.derived(cause_id, f"case.queued/{case.case_id}", case.case_id,
+                             "case.queued", now,
+                             CaseQueued(case_id=case.case_id, queue=queue,
+                                        priority=case.priority))
+
+
+def case_to_json(case: WaitingCase) -> dict[str, object]:
+    """A waiting case as stored in `router_case.waiting` (restart-safe state)."""
+    return {
+        "case_id": case.case_id, "requirements": case.requirements.as_dict(),
+        "priority": case.priority, "queued_at": case.queued_at.isoformat(),
+        "previous_agent": case.previous_agent,
+        "previous_until": case.previous_until.isoformat() if case.previous_until else None,
+        "excluded": sorted(case.excluded),
+    }
+
+
+def case_from_json(data: dict[str, Any]) -> WaitingCase:
+    r = data["requirements"]
+    return WaitingCase(
+        case_id=data["case_id"],
+        requirements=Requirements(skill=r["skill"], min_proficiency=r["min_proficiency"],
+                                  min_tier=r["min_authority_tier"], language=r["language"],
+                                  channel=r["channel"],
+                                  preferred_skills=tuple(r["preferred_skills"])),
+        priority=data["priority"], queued_at=datetime.fromisoformat(data["queued_at"]),
+        previous_agent=data["previous_agent"],
+        previous_until=(datetime.fromisoformat(data["previous_until"])
+                        if data["previous_until"] else None),
+        excluded=frozenset(data["excluded"]))

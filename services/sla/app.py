@@ -1,101 +1,224 @@
-"""SLA's FastStream app: case events start and stop clocks; a timer loop fires due ones."""
+"""SLA's FastStream app: case events drive clocks; a timer fires warnings and breaches on time.
+
+Handlers read and write the case's SLA state in the runtime's transaction and return a Decision;
+the core decides. The timer sleeps until the earliest due instant in `sla_clock` (or until a
+handler schedules a nearer one), claims due clocks with `FOR UPDATE SKIP LOCKED` so several
+instances never fire one clock twice, and commits each clock's new state with its log rows.
+Clocks live only in PostgreSQL, so a restart loads nothing: the first pass fires whatever came
+due during the downtime, stamped with the instant it came due.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from opentelemetry import propagate, trace
 
-from services.sla import core
+from services.sla import core, policy
+from services.sla.policy import Policy
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import CASE_EVENTS
 from shared.events import NOTHING, Decision
 from shared.runtime import Route, ServiceRuntime
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-_COLUMNS = "clock_id, case_id, metric, policy, started_at, due_at, state"
+_COLUMNS = ("clock_id, case_id, metric, cycle, policy, rule, calendar, time_basis,"
+            " target_seconds, started_at, due_at, state, elapsed_seconds, running_since,"
+            " warnings, warn_at, warnings_fired, closed_at")
+_NAMES = _COLUMNS.split(", ")
+BATCH = 500  # clocks claimed per timer transaction
 
 
-def _clock(row: asyncpg.Record) -> core.SlaClock:
-    return core.SlaClock(**{k: row[k] for k in _COLUMNS.split(", ")})
+def load_policy(settings: Settings) -> Policy:
+    """SLA_POLICY_FILE, else the skeleton's per-channel first response when only
+    SLA_FIRST_RESPONSE_SECONDS is set (deployments and tests written for it keep their
+    behaviour), else the packaged default policy."""
+    legacy = "sla_first_response_seconds" in settings.model_fields_set
+    if settings.sla_policy_file:
+        loaded = policy.load(settings.sla_policy_file)
+        if legacy:
+            loaded = policy.with_channel_first_response(loaded,
+                                                        settings.sla_first_response_seconds)
+        return loaded
+    if legacy:
+        return policy.skeleton(settings.sla_first_response_seconds)
+    return policy.load()
 
 
-def handlers(runtime: ServiceRuntime) -> dict[str, object]:
-    async def on_contact(conn: asyncpg.Connection, env: Envelope, c: ce.ContactReceived,
-                         now: datetime) -> Decision:
-        if await conn.fetchval("SELECT 1 FROM sla_clock WHERE case_id = $1", c.case_id):
-            return NOTHING
-        targets = runtime.settings.sla_first_response_seconds
-        decision, clock = core.start_first_response(c, targets, env.id, now)
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+def clock_from_row(row: asyncpg.Record) -> core.SlaClock:
+    values = {k: row[k] for k in _NAMES}
+    values["warnings"] = tuple((label, float(r)) for label, r in json.loads(row["warnings"]))
+    values["warn_at"] = tuple(row["warn_at"])
+    return core.SlaClock(**values)
+
+
+def clock_row(clock: core.SlaClock) -> tuple[Any, ...]:
+    values = [getattr(clock, k) for k in _NAMES]
+    values[_NAMES.index("warnings")] = json.dumps([list(w) for w in clock.warnings])
+    values[_NAMES.index("warn_at")] = list(clock.warn_at)
+    return (*values, clock.next_fire_at)
+
+
+async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[core.SlaClock],
+                      traceparent: str | None = None) -> None:
+    if not clocks:
+        return
+    n = len(_NAMES)
+    params = ", ".join(f"${i}" for i in range(1, n + 3))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_NAMES[1:], "next_fire_at"])
+    await conn.executemany(
+        f"INSERT INTO sla_clock ({_COLUMNS}, next_fire_at, traceparent) VALUES ({params})"
+        f" ON CONFLICT (clock_id) DO UPDATE SET {updates}",
+        [(*clock_row(c), traceparent) for c in clocks])
+
+
+class Timer:
+    """Sleeps until the next due instant; handlers nudge it when they schedule a nearer one.
+
+    A nudge may arrive before the handler's transaction commits, so the instant is kept as a
+    hint and re-checked for a short while after it passes, instead of trusting one query.
+    """
+
+    SETTLE = 2.0  # seconds a passed hint is re-checked, for its transaction to commit
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._hints: list[tuple[datetime, float]] = []
+
+    def nudge(self, instants: Sequence[datetime | None]) -> None:
+        due = [i for i in instants if i is not None]
+        if due:
+            self._hints.append((min(due), time.monotonic()))
+            self._event.set()
+
+    def hint(self, now: datetime) -> datetime | None:
+        clock = time.monotonic()
+        self._hints = [(i, t) for i, t in self._hints if i > now or clock - t < self.SETTLE]
+        return min((i for i, _ in self._hints), default=None)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+def handlers(runtime: ServiceRuntime, pol: Policy, timer: Timer) -> dict[str, object]:
+    """One handler for every case event the SLA service consumes; the core decides."""
+
+    async def handle(conn: asyncpg.Connection, env: Envelope, payload: Any,
+                     now: datetime) -> Decision:
+        case_id: str = payload.case_id
+        if await conn.fetchval(
+                "INSERT INTO sla_input (event_id, case_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING 1", env.id, case_id) is None:
+            return NOTHING  # a redelivery: its effects are already committed
+        raw = await conn.fetchval("SELECT state FROM sla_case WHERE case_id = $1 FOR UPDATE",
+                                  case_id)
+        case = core.case_from_json(case_id, json.loads(raw) if raw else None)
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM sla_clock WHERE case_id = $1"
+            " AND state IN ('running', 'paused') FOR UPDATE", case_id)
+        outcome = core.decide(pol, case, [clock_from_row(r) for r in rows], env.type, payload,
+                              str(env.id), env.time, now)
         await conn.execute(
-            f"INSERT INTO sla_clock ({_COLUMNS}, traceparent) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
-            " ON CONFLICT (clock_id) DO NOTHING",
-            clock.clock_id, clock.case_id, clock.metric, clock.policy, clock.started_at,
-            clock.due_at, clock.state, carrier.get("traceparent"))
-        return decision
+            "INSERT INTO sla_case (case_id, state, updated_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state,"
+            " updated_at = EXCLUDED.updated_at",
+            case_id, json.dumps(core.case_to_json(outcome.case)), now)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # timers fire in the trace of the event that set them
+        await save_clocks(conn, outcome.clocks, carrier.get("traceparent"))
+        timer.nudge([c.next_fire_at for c in outcome.clocks])
+        return outcome.decision
 
-    async def on_reply(conn: asyncpg.Connection, env: Envelope, r: ce.ReplySent,
-                       now: datetime) -> Decision:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM sla_clock WHERE case_id = $1 AND metric = 'first_response'"
-            " FOR UPDATE", r.case_id)
-        if row is None:
-            return NOTHING
-        decision, clock = core.stop_on_reply(_clock(row), r.at, now)
-        await _save_state(conn, clock, now)
-        return decision
-
-    return {"contact.received": on_contact, "reply.sent": on_reply}
+    return dict.fromkeys(core.INPUT_TYPES, handle)
 
 
-async def _save_state(conn: asyncpg.Connection, clock: core.SlaClock, now: datetime) -> None:
-    await conn.execute(
-        "UPDATE sla_clock SET state = $2::text, closed_at = CASE WHEN $2::text = 'running'"
-        " THEN NULL ELSE $3::timestamptz END WHERE clock_id = $1", clock.clock_id, clock.state, now)
-
-
-async def fire_due_clocks(runtime: ServiceRuntime) -> int:
-    """Breach every running clock whose due instant has passed; each exactly once.
+async def fire_due_clocks(runtime: ServiceRuntime, pol: Policy, limit: int = BATCH) -> int:
+    """Fire what came due among running clocks; each warning and breach exactly once.
 
     `FOR UPDATE SKIP LOCKED` lets several instances share the work without firing a clock twice;
-    the state change and the log rows commit together.
+    the clocks' state and the log rows commit together.
     """
     tracer = trace.get_tracer("switchboard.sla", tracer_provider=runtime.tracer_provider)
     now = runtime.clock.now()
     async with runtime.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             f"SELECT {_COLUMNS}, traceparent FROM sla_clock WHERE state = 'running'"
-            " AND due_at <= $1 ORDER BY due_at LIMIT 200 FOR UPDATE SKIP LOCKED", now)
+            " AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now, limit)
+        # Clocks sharing a trace (or none) are logged together: one append per trace.
+        by_trace: dict[str | None, list[asyncpg.Record]] = {}
         for row in rows:
-            parent = propagate.extract({"traceparent": row["traceparent"] or ""})
+            by_trace.setdefault(row["traceparent"], []).append(row)
+        for traceparent, group in by_trace.items():
+            parent = propagate.extract({"traceparent": traceparent or ""})
             with tracer.start_as_current_span("sla.fire", context=parent):
-                decision, clock = core.fire_if_due(_clock(row), now)
-                await _save_state(conn, clock, now)
+                decision, fired = NOTHING, list[core.SlaClock]()
+                for row in group:
+                    step, clock = core.fire_due(pol, clock_from_row(row), now)
+                    decision, fired = decision + step, [*fired, clock]
+                await save_clocks(conn, fired, traceparent)
                 await runtime.persist(conn, decision)
     if rows:
         runtime.wake_relay()
     return len(rows)
 
 
-async def timer_loop(runtime: ServiceRuntime) -> None:
-    while True:
-        try:
-            await fire_due_clocks(runtime)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the database may be restarting: the clocks wait in it
-            log.exception("sla timer loop failed; retrying")
-        await asyncio.sleep(runtime.settings.timer_tick_seconds)
+async def next_due(runtime: ServiceRuntime) -> datetime | None:
+    async with runtime.pool.acquire() as conn:
+        value: datetime | None = await conn.fetchval(
+            "SELECT min(next_fire_at) FROM sla_clock WHERE state = 'running'")
+        return value
+
+
+def timer_loop(
+    pol: Policy, timer: Timer
+) -> Callable[[ServiceRuntime], Coroutine[Any, Any, None]]:
+    async def run(runtime: ServiceRuntime) -> None:
+        settings = runtime.settings
+        while True:
+            try:
+                if await fire_due_clocks(runtime, pol) >= BATCH:
+                    continue  # more are due: no sleep
+                nearest = await next_due(runtime)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be restarting: the clocks wait in it
+                log.exception("sla timer failed; retrying")
+                await timer.sleep(1.0)
+                continue
+            now = runtime.clock.now()
+            hint = timer.hint(now)
+            wait = settings.sla_timer_max_idle_seconds
+            for instant in (nearest, hint):
+                if instant is not None:
+                    # a passed hint not yet visible in the table: look again shortly
+                    ahead = (instant - now).total_seconds() / settings.clock_speed
+                    wait = min(wait, ahead if ahead > 0 else 0.2)
+            await timer.sleep(wait)
+    return run
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
-    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime),  # type: ignore[arg-type]
+    pol = load_policy(runtime.settings)
+    timer = Timer()
+    log.info("sla policy %s: %d rules, calendars %s", pol.version, len(pol.spec.rules),
+             ", ".join(pol.calendars))
+    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, pol, timer),  # type: ignore[arg-type]
                             reject_unknown_types=False))
-    runtime.background.append(timer_loop)
+    runtime.background.append(timer_loop(pol, timer))
     return runtime

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from shared.cli.caselog import log_group
+from shared.cli.classifier import classifier
 from shared.cli.contracts import contracts
 from shared.cli.infra import infra
 from shared.cli.setup import db, topics
+from shared.cli.sla import sla_group
 
 
 @click.group()
@@ -21,3 +23,5 @@ main.add_command(log_group)
 
 main.add_command(infra)
 main.add_command(contracts)
+main.add_command(classifier)
+main.add_command(sla_group)

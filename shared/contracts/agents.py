@@ -36,6 +36,9 @@ class AgentProfile(Contract):
     authority_tier: int = Field(default=1, ge=1, le=9)
     languages: list[str] = Field(default_factory=lambda: ["en"], max_length=50)
     capacity: dict[ChannelName, int] = Field(default_factory=_default_capacity)
+    # Total load the agent carries, in the units of the router's channel weights (None: the
+    # routing policy's default); per-channel counts above still cap each channel.
+    capacity_units: int | None = Field(default=None, ge=0, le=10_000)
     presence: Presence = "available"
     changed_at: datetime
 
@@ -76,10 +79,23 @@ class CaseSolved(Contract):
     at: datetime
 
 
+class CaseTransferred(Contract):
+    """`agent.case_transferred`: the agent hands the case to another skill (or tier); it is
+    released from the agent and routed again."""
+
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    to_skill: str = Field(min_length=1, max_length=64)
+    min_authority_tier: int | None = Field(default=None, ge=1, le=9)
+    reason: str | None = Field(default=None, max_length=1024)
+    at: datetime
+
+
 AGENT_TOPIC_TYPES: dict[str, type[Contract]] = {"agent.profile_changed": AgentProfile}
 AGENT_ACTIVITY_TYPES: dict[str, type[Contract]] = {
     "agent.offer_accepted": OfferAccepted,
     "agent.offer_declined": OfferDeclined,
     "agent.replied": AgentReplied,
     "agent.case_solved": CaseSolved,
+    "agent.case_transferred": CaseTransferred,
 }

@@ -31,6 +31,8 @@ class CaseOpened(Contract):
     customer: CustomerIdentity
     subject: str | None = None
     opened_at: datetime
+    # The case token customers keep in the subject ("[#SB-1A2B3C4D]"); replies find the case by it.
+    reference: str | None = None
 
 
 class ContactReceived(Contract):
@@ -46,6 +48,33 @@ class ContactReceived(Contract):
     received_at: datetime
     attachments: list[AttachmentMeta] = Field(default_factory=list)
     details: dict[str, str] = Field(default_factory=dict)
+    # For email, `text` is the new text only; the full body with quoted history is kept here.
+    full_text: str | None = None
+
+
+class ContactTextAdded(Contract):
+    """More text for a contact already received: a chat burst, an IVR selection, a transcript.
+
+    Routing has already seen the contact, so this is not a new contact; `details` carries hints
+    for classification (IVR menu and selection).
+    """
+
+    case_id: str
+    contact_id: str
+    channel: Channel
+    source_type: str
+    text: str
+    at: datetime
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+class CaseReopened(Contract):
+    """A solved case that the customer wrote to again."""
+
+    case_id: str
+    contact_id: str
+    reopened_at: datetime
+    reason: str
 
 
 class ContactActivityRecorded(Contract):
@@ -59,6 +88,8 @@ class ContactActivityRecorded(Contract):
 
 
 class CaseClassified(Contract):
+    """What the router read in a contact. `evidence` lines start with the field they support."""
+
     case_id: str
     skill: str
     queue: str
@@ -66,6 +97,52 @@ class CaseClassified(Contract):
     language: str
     confidence: float = Field(ge=0, le=1)
     evidence: list[str] = Field(default_factory=list)
+    intent: str = "unknown"
+    classifier: str = "rules"
+    # below the confidence threshold the case goes to the general queue for a human to triage
+    needs_triage: bool = False
+    min_proficiency: int = Field(default=1, ge=0, le=5)
+    preferred_skills: list[str] = Field(default_factory=list)
+    urgent: bool = False
+    sentiment: float = Field(default=0.0, ge=-1, le=1)
+    frustrated: bool = False
+    language_confidence: float = Field(default=1.0, ge=0, le=1)
+    min_authority_tier: int = Field(default=1, ge=1, le=9)
+    refund_amount: float | None = None
+    account_action: str | None = None
+    repeat_contact: bool = False
+    repeat_count: int = Field(default=0, ge=0)
+    supervisor_requested: bool = False
+
+
+class RoutingCandidate(Contract):
+    agent_id: str
+    proficiency: int
+    idle_since: datetime
+    previous_agent: bool = False
+
+
+class RoutingExclusion(Contract):
+    agent_id: str
+    reason: str
+
+
+class RoutingDecided(Contract):
+    """Why a case went to an agent, or waits: who was considered, who was excluded and why."""
+
+    case_id: str
+    decision_id: str
+    trigger: str
+    queue: str
+    step: int
+    step_name: str
+    requirements: dict[str, str | int | list[str]]
+    candidates: list[RoutingCandidate] = Field(default_factory=list)
+    excluded: list[RoutingExclusion] = Field(default_factory=list)
+    # exclusions by reason, over all agents (the lists above are capped)
+    excluded_counts: dict[str, int] = Field(default_factory=dict)
+    winner: str | None = None
+    outcome: Literal["offered", "waiting", "held_for_previous_agent"]
 
 
 class CaseQueued(Contract):
@@ -96,6 +173,25 @@ class AssignmentDeclined(Contract):
     reason: str | None = None
 
 
+class AssignmentExpired(Contract):
+    """An offer nobody answered in time; `agent_set_away` after N misses in a row."""
+
+    case_id: str
+    offer_id: str
+    agent_id: str
+    missed_in_a_row: int = Field(ge=1)
+    agent_set_away: bool = False
+
+
+class AssignmentWithdrawn(Contract):
+    """An open offer or assignment taken back: the agent logged out or the case was re-routed."""
+
+    case_id: str
+    offer_id: str
+    agent_id: str
+    reason: str
+
+
 class CaseAssigned(Contract):
     case_id: str
     agent_id: str
@@ -114,17 +210,38 @@ class CaseSolvedEvent(Contract):
     at: datetime
 
 
-SlaMetric = Literal["first_response", "next_response", "resolution"]
+class CaseStatusChanged(Contract):
+    """An agent set the case's status (relayed by the router from the agent desktop).
+
+    `pending_customer` waits on the customer and pauses the clocks the SLA policy says it pauses;
+    `open` after `solved` reopens the case.
+    """
+
+    case_id: str
+    status: Literal["open", "pending_customer", "on_hold", "solved"]
+    agent_id: str | None = None
+    at: datetime
+
+
+SlaMetric = Literal["first_response", "next_response", "periodic_update", "resolution"]
+SlaTimeBasis = Literal["business", "calendar"]
 
 
 class SlaStarted(Contract):
     case_id: str
     clock_id: str
     metric: SlaMetric
+    # The policy version the clock started under (`switchboard sla replay` compares against it).
     policy: str
     target_seconds: float
     started_at: datetime
     due_at: datetime
+    rule: str | None = None
+    calendar: str | None = None
+    time_basis: SlaTimeBasis = "calendar"
+    cycle: int = 1
+    # Business time still left when the clock (re)starts: below target when a cycle continues.
+    business_remaining_seconds: float | None = None
 
 
 class SlaMet(Contract):
@@ -134,6 +251,8 @@ class SlaMet(Contract):
     due_at: datetime
     met_at: datetime
     remaining_seconds: float
+    policy: str | None = None
+    business_remaining_seconds: float | None = None
 
 
 class SlaBreached(Contract):
@@ -143,6 +262,58 @@ class SlaBreached(Contract):
     due_at: datetime
     breached_at: datetime
     overdue_seconds: float
+    policy: str | None = None
+    # Business time overdue when the breach was recorded (0 when fired on time).
+    business_overdue_seconds: float | None = None
+
+
+class SlaWarning(Contract):
+    """A running clock crossed a warning threshold; `warned_at` is the true threshold instant."""
+
+    case_id: str
+    clock_id: str
+    metric: SlaMetric
+    policy: str
+    threshold: str  # as configured: "75%" or "10m" before the due instant
+    due_at: datetime
+    warned_at: datetime
+    business_remaining_seconds: float
+
+
+class SlaPaused(Contract):
+    case_id: str
+    clock_id: str
+    metric: SlaMetric
+    policy: str
+    reason: str
+    paused_at: datetime
+    # The due instant as it stood; while paused no business time is consumed.
+    due_at: datetime
+    business_remaining_seconds: float
+
+
+class SlaResumed(Contract):
+    case_id: str
+    clock_id: str
+    metric: SlaMetric
+    policy: str
+    reason: str
+    resumed_at: datetime
+    due_at: datetime
+    business_remaining_seconds: float
+
+
+class SlaCancelled(Contract):
+    """The clock no longer applies (case solved before a reply, the policy rule changed…)."""
+
+    case_id: str
+    clock_id: str
+    metric: SlaMetric
+    policy: str
+    reason: str
+    cancelled_at: datetime
+    due_at: datetime | None = None
+    business_remaining_seconds: float | None = None
 
 
 class PacketContact(Contract):
@@ -154,7 +325,7 @@ class PacketContact(Contract):
 class PacketSlaState(Contract):
     metric: SlaMetric
     due_at: datetime
-    state: Literal["running", "met", "breached"]
+    state: Literal["running", "paused", "met", "breached"]
 
 
 class WarmTransferPacket(Contract):
@@ -207,17 +378,27 @@ CASE_EVENT_TYPES: dict[str, type[Contract]] = {
     "case.opened": CaseOpened,
     "contact.received": ContactReceived,
     "contact.activity_recorded": ContactActivityRecorded,
+    "contact.text_added": ContactTextAdded,
+    "case.reopened": CaseReopened,
     "case.classified": CaseClassified,
     "case.queued": CaseQueued,
     "assignment.offered": AssignmentOffered,
     "assignment.accepted": AssignmentAccepted,
     "assignment.declined": AssignmentDeclined,
     "case.assigned": CaseAssigned,
+    "assignment.expired": AssignmentExpired,
+    "assignment.withdrawn": AssignmentWithdrawn,
+    "routing.decided": RoutingDecided,
     "reply.sent": ReplySent,
     "case.solved": CaseSolvedEvent,
+    "case.status_changed": CaseStatusChanged,
     "sla.started": SlaStarted,
     "sla.met": SlaMet,
     "sla.breached": SlaBreached,
+    "sla.warning": SlaWarning,
+    "sla.paused": SlaPaused,
+    "sla.resumed": SlaResumed,
+    "sla.cancelled": SlaCancelled,
     "case.escalated": CaseEscalated,
     "escalation.notified": EscalationNotified,
 }

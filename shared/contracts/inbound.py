@@ -7,7 +7,7 @@ every id Switchboard derives from the event.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Base64Bytes, Field
 
@@ -26,6 +26,8 @@ class CustomerIdentity(Contract):
     phone: str | None = Field(default=None, max_length=64)
     external_id: str | None = Field(default=None, max_length=256)
     verified: bool = False
+    # Service tier from the customer directory (e.g. "gold"), when intake found the customer.
+    tier: str | None = Field(default=None, max_length=64)
 
 
 # --- email -----------------------------------------------------------------------------------
@@ -104,6 +106,8 @@ class CallAbandoned(Contract):
     call_id: str = Field(min_length=1, max_length=256)
     abandoned_at: datetime
     wait_seconds: float = Field(ge=0)
+    # Lets intake open a callback case for a caller it has not seen start the call.
+    from_number: str | None = Field(default=None, max_length=64)
 
 
 class VoicemailReceived(Contract):
@@ -114,6 +118,27 @@ class VoicemailReceived(Contract):
     transcript: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
+# --- front-end platforms' own payloads, forwarded as received (see docs/intake.md) ---------------
+# The platform's body is kept whole in one field, because those bodies carry dozens of fields that
+# change with the platform's version; intake's adapters map them to the events above.
+class TwilioCallStatus(Contract):
+    """A Twilio Voice status callback: its form parameters (CallSid, From, To, CallStatus …)."""
+
+    params: dict[str, str] = Field(max_length=200)
+
+
+class ConnectContactEvent(Contract):
+    """An Amazon Connect contact event (EventBridge) or contact record, as JSON."""
+
+    event: dict[str, Any]
+
+
+class ChatwootWebhook(Contract):
+    """A Chatwoot webhook body (`conversation_created`, `message_created`, …)."""
+
+    body: dict[str, Any]
+
+
 INBOUND_TOPICS: dict[str, dict[str, type[Contract]]] = {
     "helpdesk.inbound.email": {"email.received": EmailReceived},
     "helpdesk.inbound.chat": {
@@ -121,6 +146,7 @@ INBOUND_TOPICS: dict[str, dict[str, type[Contract]]] = {
         "chat.message": ChatMessage,
         "chat.ended": ChatEnded,
         "chat.abandoned": ChatAbandoned,
+        "chatwoot.webhook": ChatwootWebhook,
     },
     "helpdesk.inbound.voice": {
         "call.started": CallStarted,
@@ -129,5 +155,7 @@ INBOUND_TOPICS: dict[str, dict[str, type[Contract]]] = {
         "call.ended": CallEnded,
         "call.abandoned": CallAbandoned,
         "voicemail.received": VoicemailReceived,
+        "twilio.call_status": TwilioCallStatus,
+        "connect.contact_event": ConnectContactEvent,
     },
 }

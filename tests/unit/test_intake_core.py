@@ -14,7 +14,12 @@ from services.intake import core
 from services.intake.email_parsing import parse_email
 from shared.contracts import inbound as ib
 from shared.contracts.base import derive_event_id
-from shared.contracts.case_events import CaseOpened, ContactActivityRecorded, ContactReceived
+from shared.contracts.case_events import (
+    CaseOpened,
+    ContactActivityRecorded,
+    ContactReceived,
+    ContactTextAdded,
+)
 from shared.events import Decision
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -109,8 +114,9 @@ def test_a_reply_to_a_known_case_joins_it_without_opening_one() -> None:
                headers={"In-Reply-To": "<m1@mail.example>",
                         "References": "<m0@mail.example> <m1@mail.example>"})
     contact = core.understand("email.received", email(raw), NOW)
-    assert contact.lookup_keys == ("email:<m2@mail.example>", "email:<m1@mail.example>",
-                                   "email:<m1@mail.example>", "email:<m0@mail.example>")
+    # Its own id is a duplicate check (dedup_key), not a way to find the thread.
+    assert contact.lookup_keys == ("email:<m1@mail.example>", "email:<m0@mail.example>")
+    assert contact.dedup_key == "email:<m2@mail.example>"
     decision, case_id = core.decide(contact, "case-known", "evt-2", NOW)
     assert case_id == "case-known"
     assert types(decision) == ["contact.received"]
@@ -213,9 +219,11 @@ def test_voice_events_after_the_call_never_open_a_case() -> None:
         end_seconds=3)])
     assert run("call.transcript", transcript)[:2] == (Decision(), None)
     decision, _, _ = run("call.transcript", transcript, known="case-v")
-    activity = decision.events[0].data
-    assert isinstance(activity, ContactActivityRecorded)
-    assert activity.details["transcript"] == "my card is [card ****1111]"
+    added = decision.events[0].data
+    # The transcript becomes text of the call's contact, not a new contact.
+    assert isinstance(added, ContactTextAdded)
+    assert added.text == "my card is [card ****1111]"
+    assert added.contact_id == core.call_contact_id("c-9")
     ended = ib.CallEnded(call_id="c-9", ended_at=SENT, duration_seconds=30)
     assert run("call.ended", ended)[:2] == (Decision(), None)
 

@@ -77,8 +77,11 @@ async def publish_roster(bus: Bus) -> list[str]:
     return ids
 
 
-async def close_leftovers(pool: asyncpg.Pool, bus: Bus, wait_seconds: float = 30.0) -> int:
+async def close_leftovers(pool: asyncpg.Pool, bus: Bus,
+                          wait_seconds: float = 30.0) -> tuple[int, int]:
     """Solve what earlier runs left open, so their cases stop holding agents' capacity.
+
+    Returns how many were closed and how many the router still holds after `wait_seconds`.
 
     The router releases capacity only on `agent.case_solved`, and a stopped demo leaves offers and
     assignments open in its database: without this the second run would start with busy agents.
@@ -91,13 +94,12 @@ async def close_leftovers(pool: asyncpg.Pool, bus: Bus, wait_seconds: float = 30
         await bus.publish(AGENT_ACTIVITY, row["case_id"], "agent.case_solved", solved,
                           source="demo/shift-handover", subject=row["case_id"])
     deadline = asyncio.get_running_loop().time() + wait_seconds
-    while rows and asyncio.get_running_loop().time() < deadline:
+    left = len(rows)
+    while left and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.5)
         left = await pool.fetchval("SELECT count(*) FROM router_offer"
                                    " WHERE state IN ('offered', 'accepted')")
-        if left == 0:
-            break
-        await asyncio.sleep(0.5)
-    return len(rows)
+    return len(rows), left
 
 
 class SimulatedAgents:

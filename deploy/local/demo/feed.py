@@ -58,6 +58,7 @@ class FeedStats:
     automated: list[str] = field(default_factory=list)  # Message-IDs of bounces/auto-replies
     duplicate_of: str | None = None  # ce_id delivered twice
     duplicate_session: str | None = None
+    duplicate_session_messages: int = 0  # distinct messages the customer sent in that session
     malformed: int = 0
     card_session: str | None = None
 
@@ -131,10 +132,13 @@ class Feed:
                                      customer=customer, text=text, sent_at=_now())
             headers, body = await self._send(INBOUND_CHAT, session, "chat.message", message)
             self.stats.chat_messages += 1
+            if session == self.stats.duplicate_session:
+                self.stats.duplicate_session_messages += 1
             if self.stats.duplicate_of is None and self.stats.contacts["chat"] >= 3:
                 # At-least-once delivery: the widget retries a send it thinks timed out.
                 self.stats.duplicate_of = headers["ce_id"]
                 self.stats.duplicate_session = session
+                self.stats.duplicate_session_messages = 1
                 await asyncio.sleep(2.0)
                 await self.bus.publish_raw(INBOUND_CHAT, session, headers, body)
         await asyncio.sleep(self.rng.uniform(15.0, 30.0))

@@ -24,6 +24,9 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
+from aiokafka.errors import KafkaError
+
 sys.path.insert(1, str(Path(__file__).resolve().parents[3]))  # the repo, if not installed
 
 from agents import SimulatedAgents, close_leftovers, publish_roster
@@ -97,6 +100,7 @@ class Demo:
                                       self.rng)
         self.feed = Feed(self.bus, self.run_id, load_mailbox(), load_utterances(), self.rng)
         self.fed_since: float | None = None
+        self.fed_until: float | None = None
 
     def on_signal(self, signum: int) -> None:
         if self.stop.is_set():
@@ -108,17 +112,19 @@ class Demo:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.on_signal, signum)
         try:
             await self.bus.start()
             await self.collector.prepare()  # before the services: mark where this run starts
             await self.agents.prepare()
             if not await self.start_services():
-                return 1
-            leftovers = await close_leftovers(self.collector.pool, self.bus)
-            if leftovers:
-                say(f"closed {leftovers} assignment(s) an earlier run left open (frees capacity)")
+                return 0 if self.stop.is_set() else 1  # interrupted while starting: no failure
+            closed, still_open = await close_leftovers(self.collector.pool, self.bus)
+            if closed:
+                say(f"closed {closed} assignment(s) an earlier run left open (frees capacity)"
+                    + (f"; the router has not released {still_open} of them yet, see"
+                       f" {self.services.log_path('router')}" if still_open else ""))
             agents = await publish_roster(self.bus)
             say(f"agents on shift: {', '.join(agents)}; SLA first-response targets"
                 f" {self.targets} s")
@@ -156,8 +162,11 @@ class Demo:
         status = 0
         try:
             while not self.stop.is_set():
+                wait = self.args.refresh
+                if seconds > 0:
+                    wait = max(0.05, min(wait, seconds - self.elapsed()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=self.args.refresh)
+                    await asyncio.wait_for(self.stop.wait(), timeout=wait)
                 if seconds > 0 and self.elapsed() >= seconds:
                     self.reason = f"{seconds:.0f} s elapsed"
                     break
@@ -169,21 +178,27 @@ class Demo:
                 failed = [t for t in workers if t.done()]
                 if failed:
                     for task in failed:
-                        say(f"the demo's {task.get_name()} stopped: {task.exception()!r}")
+                        why = "cancelled" if task.cancelled() else repr(task.exception())
+                        say(f"the demo's {task.get_name()} stopped: {why}")
                     status = 1
                     break
                 if not self.stop.is_set():
-                    self.show(await self.snapshot(), live=True)
+                    try:
+                        self.show(await self.snapshot())
+                    except (OSError, asyncpg.PostgresError, KafkaError) as exc:
+                        # One missed refresh is no reason to stop the demo; the next may work.
+                        say(f"summary unavailable this time: {exc!r}")
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self.fed_until = time.monotonic()
         say(f"\nstopping ({self.reason or 'see above'}): feed and agents stopped")
         return await self.finish(status)
 
     async def finish(self, status: int) -> int:
         """Let the services catch up, stop them, and print the final summary."""
-        if not self.hurry:
+        if not self.hurry and status == 0:  # a dead service would never catch up
             began = time.monotonic()
             backlog = await self.collector.backlog()
             while backlog and time.monotonic() - began < DRAIN_TIMEOUT and not self.hurry:
@@ -195,7 +210,7 @@ class Demo:
         say("services stopped" + (f" (killed after the deadline: {', '.join(killed)})"
                                   if killed else " gracefully"))
         final = await self.snapshot()
-        say("\n" + full_report(final, "Final summary") + "\n")
+        say("\n" + full_report(final, "Final summary", final=True) + "\n")
         if final.example_case:
             say("A case's timeline, once the infrastructure runs again (`switchboard infra up`):\n"
                 f"  .venv/bin/switchboard log show {final.example_case}\n")
@@ -220,9 +235,12 @@ class Demo:
                                              services_stopped=self.services.stopping)
 
     def elapsed(self) -> float:
-        return 0.0 if self.fed_since is None else time.monotonic() - self.fed_since
+        """Seconds of feeding: the clock stops with the feed, not with the shutdown."""
+        if self.fed_since is None:
+            return 0.0
+        return (self.fed_until or time.monotonic()) - self.fed_since
 
-    def show(self, snap: Snapshot, live: bool) -> None:
+    def show(self, snap: Snapshot) -> None:
         if self.tty:
             # Redraw in place: home the cursor, clear the screen.
             hint = "Ctrl-C to stop" if self.args.seconds <= 0 else f"{self.args.seconds:.0f} s run"

@@ -1,0 +1,246 @@
+"""Classification of a contact: intent → skill, urgency, sentiment and frustration, language,
+authority needed, repeat contact and supervisor requests; every field with its evidence.
+
+Pure: the caller passes the customer's recent contacts (for repeat detection) and the clock.
+The intent classifier is pluggable (`IntentClassifier`): the transparent rules classifier over
+the taxonomy file by default, or a trained model (`services.router.model`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Protocol
+
+from langdetect import DetectorFactory, LangDetectException, detect_langs
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from services.router.policy import RoutingPolicy, Taxonomy
+from shared.contracts.case_events import CaseClassified, ContactReceived, Priority
+from shared.contracts.inbound import CustomerIdentity
+
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+# langdetect is probabilistic; a fixed seed makes a redelivered contact classify the same way.
+DetectorFactory.seed = 0
+# Markers VADER does not weigh: the customer says they have tried before or shouts.
+_REPEAT_MARKERS = re.compile(
+    r"\b(?:again|still|(?:second|third|fourth|fifth|\d+(?:st|nd|rd|th)) time|already "
+    r"(?:told|called|wrote|written|asked|contacted)|nobody|no one|every time|for weeks)\b", re.I)
+_SHOUT = re.compile(r"\b[A-Z]{4,}\b")
+_AMOUNT = re.compile(
+    r"(?:(?P<pre>[$€£])\s?(?P<a>\d[\d,]*(?:\.\d{1,2})?))"
+    r"|(?:(?P<b>\d[\d,]*(?:\.\d{1,2})?)\s?(?:usd|eur|gbp|dollars?|euros?|pounds?|€|\$|£))", re.I)
+
+
+@dataclass(frozen=True)
+class IntentGuess:
+    intent: str
+    skill: str
+    confidence: float
+    evidence: tuple[str, ...]
+    classifier: str
+
+
+class IntentClassifier(Protocol):
+    name: str
+
+    def predict(self, text: str) -> IntentGuess: ...
+
+
+class RulesClassifier:
+    """Keyword rules from the taxonomy: the skill with the most matching keywords, then its
+    intent with the most (ties: the earlier intent in the file). Confidence grows with the
+    intent's matches and shrinks with each match of another skill."""
+
+    name = "rules"
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        self.taxonomy = taxonomy
+        self._patterns = [
+            (intent, [re.compile(rf"\b{k}\b", re.I) for k in intent.keywords])
+            for intent in taxonomy.intents
+        ]
+
+    def predict(self, text: str) -> IntentGuess:
+        hits: list[tuple[int, int, str, str, list[str]]] = []
+        for order, (intent, patterns) in enumerate(self._patterns):
+            found = [m.group(0) for p in patterns if (m := p.search(text))]
+            if found:
+                hits.append((len(found), -order, intent.name, intent.skill, found))
+        if not hits:
+            return IntentGuess("unknown", self.taxonomy.fallback_skill, 0.0,
+                               ("intent: no keyword of the taxonomy matched",), self.name)
+        by_skill: dict[str, int] = {}
+        for count, _, _, skill, _ in hits:
+            by_skill[skill] = by_skill.get(skill, 0) + count
+        skill = max(by_skill, key=lambda s: (by_skill[s], -min(-h[1] for h in hits
+                                                                if h[3] == s)))
+        count, _, name, _, words = max(h for h in hits if h[3] == skill)
+        share = by_skill[skill] / sum(by_skill.values())
+        rivals = sum(by_skill.values()) - by_skill[skill]
+        confidence = round(max(0.05, min(0.95, 0.45 + 0.2 * count - 0.15 * rivals)), 3)
+        evidence = [f"intent: keyword {w!r} → {name} ({skill})" for w in words]
+        others = sorted(s for s in by_skill if s != skill)
+        if others:
+            evidence.append(f"intent: keywords of {', '.join(others)} too (share {share:.0%})")
+        return IntentGuess(name, skill, confidence, tuple(evidence), self.name)
+
+
+@dataclass(frozen=True)
+class PriorContact:
+    """An earlier classified contact of the same customer (for repeat-contact detection)."""
+
+    case_id: str
+    intent: str
+    at: datetime
+
+
+@lru_cache(maxsize=1)
+def _vader() -> SentimentIntensityAnalyzer:
+    return SentimentIntensityAnalyzer()
+
+
+def _sentiment(text: str) -> float:
+    """VADER's compound score of the most negative sentence, if any is negative; else of the
+    whole text.
+    Per sentence, because VADER's negation carries across sentence ends: in "Still nothing.
+    Useless!" the "nothing" would flip "Useless" to praise."""
+    vader = _vader()
+    sentences = [s for s in re.split(r"(?<=[.!?\n])\s+", text) if s.strip()] or [text]
+    worst = min(vader.polarity_scores(s)["compound"] for s in sentences)
+    whole = vader.polarity_scores(text)["compound"]
+    return round(min(worst, whole) if worst < 0 else whole, 3)
+
+
+def customer_key(customer: CustomerIdentity) -> str | None:
+    """Who the customer is, for repeat detection: the strongest identifier we have."""
+    if customer.external_id:
+        return f"id:{customer.external_id}"
+    if customer.email:
+        return f"email:{customer.email.lower()}"
+    if customer.phone:
+        return f"phone:{customer.phone}"
+    return None
+
+
+def detect_language(text: str, hint: str | None, policy: RoutingPolicy) -> tuple[str, float, str]:
+    """(language, confidence, evidence). A front-end's hint wins; short or unsure text falls
+    back to the default language rather than to a language nobody on the floor speaks."""
+    if hint and hint.split("-")[0].lower() in policy.supported_languages:
+        return hint.split("-")[0].lower(), 1.0, f"language: front-end says {hint!r}"
+    letters = sum(ch.isalpha() for ch in text)
+    if letters < 12:
+        return policy.default_language, 0.5, "language: too little text, default"
+    try:
+        guesses = detect_langs(text)
+    except LangDetectException:
+        return policy.default_language, 0.5, "language: undetectable, default"
+    best = guesses[0]
+    lang = best.lang.split("-")[0]
+    if lang in policy.supported_languages and best.prob >= policy.language_min_confidence:
+        return lang, round(best.prob, 3), f"language: detected {lang} (p={best.prob:.2f})"
+    return (policy.default_language, round(best.prob, 3),
+            f"language: detected {lang} (p={best.prob:.2f}) not usable, default")
+
+
+def authority_needed(text: str, taxonomy: Taxonomy, policy: RoutingPolicy
+                     ) -> tuple[int, float | None, str | None, list[str]]:
+    """(minimum tier, refund amount, account action, evidence)."""
+    tier, amount, action, evidence = 1, None, None, []
+    refund_words = re.compile(taxonomy.refund_pattern, re.I)
+    for sentence in re.split(r"(?<=[.!?\n])\s+", text):
+        if not refund_words.search(sentence):
+            continue
+        for m in _AMOUNT.finditer(sentence):
+            value = float((m.group("a") or m.group("b")).replace(",", ""))
+            if amount is None or value > amount:
+                amount = value
+    if amount is not None:
+        tier = policy.tier_for_refund(amount)
+        evidence.append(f"min_authority_tier: refund or credit of {amount:g} → tier {tier}")
+    for a in taxonomy.account_actions:
+        if re.search(a.pattern, text, re.I) and a.min_tier >= tier:
+            tier, action = a.min_tier, a.name
+            evidence.append(f"min_authority_tier: account action {a.name!r} → tier {a.min_tier}")
+    return tier, amount, action, evidence
+
+
+def _bump(priority: Priority, levels: int = 1) -> Priority:
+    return PRIORITIES[min(len(PRIORITIES) - 1, PRIORITIES.index(priority) + levels)]
+
+
+def classify(contact: ContactReceived, classifier: IntentClassifier, taxonomy: Taxonomy,
+             policy: RoutingPolicy, history: Sequence[PriorContact], now: datetime
+             ) -> CaseClassified:
+    text = f"{contact.subject or ''}\n{contact.text}".strip()
+    guess = classifier.predict(text)
+    evidence = list(guess.evidence)
+    intent = taxonomy.by_name.get(guess.intent)
+    needs_triage = guess.confidence < policy.confidence_threshold
+    skill = guess.skill
+    min_proficiency = intent.min_proficiency if intent else 1
+    preferred = list(intent.preferred_skills) if intent else []
+    if needs_triage:
+        evidence.append(f"skill: confidence {guess.confidence:.2f} below "
+                        f"{policy.confidence_threshold:.2f}, to {policy.triage_skill} for triage")
+        skill, min_proficiency, preferred = policy.triage_skill, 1, []
+
+    sentiment = _sentiment(text)
+    markers = [m.group(0) for m in _REPEAT_MARKERS.finditer(text)] + _SHOUT.findall(text)
+    if "!!" in text:
+        markers.append("!!")
+    evidence.append(f"sentiment: VADER compound {sentiment:+.2f} (most negative sentence)")
+
+    hours = policy.repeat_window_hours
+    since = now - timedelta(hours=hours)
+    repeats = [p for p in history if p.intent == guess.intent and p.at >= since
+               and guess.intent != "unknown"]
+    if repeats:
+        cases = ", ".join(sorted({p.case_id for p in repeats}))
+        evidence.append(f"repeat_contact: {len(repeats)} earlier contact(s) on {guess.intent} "
+                        f"within {hours:g} h (cases {cases})")
+
+    frustrated = sentiment <= -0.5 or (sentiment < 0.3 and len(markers) >= 1) \
+        or len(repeats) >= 2
+    if frustrated:
+        why = [f"sentiment {sentiment:+.2f}"] + [f"{m!r}" for m in markers[:4]]
+        if len(repeats) >= 2:
+            why.append(f"{len(repeats) + 1}th contact")
+        evidence.append(f"frustrated: {', '.join(why)}")
+
+    taxonomy_urgent = re.search(taxonomy.urgent_pattern, text, re.I)
+    supervisor = re.search(taxonomy.supervisor_pattern, text, re.I)
+    priority: Priority = "normal"
+    if taxonomy_urgent:
+        priority = "urgent"
+        evidence.append(f"priority: urgency word {taxonomy_urgent.group(0)!r}")
+    elif contact.channel == "voice":
+        priority = "high"
+        evidence.append("priority: voice contact waits live")
+    if frustrated:  # de-escalate first: a frustrated customer moves up
+        priority = _bump(priority)
+        evidence.append("priority: raised one level for frustration")
+    if supervisor:
+        evidence.append(f"supervisor_requested: {supervisor.group(0)!r}")
+        if PRIORITIES.index(priority) < PRIORITIES.index("high"):
+            priority = "high"
+            evidence.append("priority: high for a supervisor request")
+
+    language, lang_conf, lang_evidence = detect_language(
+        contact.text, contact.details.get("language"), policy)
+    evidence.append(lang_evidence)
+    tier, amount, action, tier_evidence = authority_needed(text, taxonomy, policy)
+    evidence += tier_evidence
+    return CaseClassified(
+        case_id=contact.case_id, skill=skill, queue=f"{skill}-{contact.channel}",
+        priority=priority, language=language, confidence=guess.confidence, evidence=evidence,
+        intent=guess.intent, classifier=guess.classifier, needs_triage=needs_triage,
+        min_proficiency=min_proficiency, preferred_skills=preferred,
+        urgent=bool(taxonomy_urgent), sentiment=sentiment, frustrated=frustrated,
+        language_confidence=lang_conf, min_authority_tier=tier, refund_amount=amount,
+        account_action=action, repeat_contact=bool(repeats), repeat_count=len(repeats),
+        supervisor_requested=bool(supervisor),
+    )
