@@ -29,11 +29,28 @@ def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
 
 @pytest.fixture(scope="module")
 def services(endpoints: Endpoints) -> Iterator[ServiceProcesses]:
-    """The four services as processes, per test module: a module may kill and restart them."""
+    """The four services as processes, per test module: a module may kill and restart them.
+
+    Each module starts with a fresh contact-center floor (no offers, no busy or away agents), so
+    capacity used by one module cannot change who is offered a case in the next.
+    """
+    asyncio.run(reset_floor(endpoints))
     procs = ServiceProcesses(endpoints, TEST_STATE_DIR / "logs", {})
     procs.start_all()
     yield procs
     procs.stop_all()
+
+
+async def reset_floor(endpoints: Endpoints) -> None:
+    conn = await asyncpg.connect(endpoints.database_superuser_url)
+    try:
+        tables = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename LIKE 'router\\_%'")]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)}")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

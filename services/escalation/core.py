@@ -20,7 +20,9 @@ History = list[tuple[str, dict[str, Any]]]  # (type, payload) in log order
 
 def build_packet(case_id: str, history: History, reason: str, level: int) -> ce.WarmTransferPacket:
     customer, subject = CustomerIdentity(), None
-    contacts: list[ce.PacketContact] = []
+    # contact id → (channel, first time, texts): chat bursts, IVR choices and transcripts arrive
+    # as contact.text_added after the contact itself, and belong in the packet with it.
+    contacts: dict[str, tuple[Any, datetime, list[str]]] = {}
     classification, assigned = None, None
     sla: dict[str, ce.PacketSlaState] = {}
     for type_, payload in history:
@@ -29,8 +31,9 @@ def build_packet(case_id: str, history: History, reason: str, level: int) -> ce.
             customer, subject = opened.customer, opened.subject
         elif type_ == "contact.received":
             contact = ce.ContactReceived.model_validate(payload)
-            contacts.append(ce.PacketContact(channel=contact.channel, at=contact.received_at,
-                                             text=contact.text))
+            contacts[contact.contact_id] = (contact.channel, contact.received_at, [contact.text])
+        elif type_ == "contact.text_added" and payload["contact_id"] in contacts:
+            contacts[payload["contact_id"]][2].append(payload["text"])
         elif type_ == "case.classified":
             classification = ce.CaseClassified.model_validate(payload)
         elif type_ == "case.assigned":
@@ -42,13 +45,21 @@ def build_packet(case_id: str, history: History, reason: str, level: int) -> ce.
                      "sla.paused": "paused", "sla.resumed": "running"}[type_]
             sla[payload["clock_id"]] = ce.PacketSlaState(metric=payload["metric"],
                                                          due_at=payload["due_at"], state=state)  # type: ignore[arg-type]
-    first_text = contacts[0].text if contacts else ""
-    problem = subject or (first_text.splitlines()[0][:160] if first_text else "(no text)")
+    told = [ce.PacketContact(channel=channel, at=at, text="\n".join(t for t in texts if t))
+            for channel, at, texts in contacts.values()]
+    problem = subject or _first_line(told)
     return ce.WarmTransferPacket(
-        case_id=case_id, customer=customer, problem=problem, contacts=contacts,
+        case_id=case_id, customer=customer, problem=problem, contacts=told,
         classification=classification, sla=list(sla.values()), assigned_agent=assigned,
         reason=reason, level=level, suggested_next_step=_next_step(assigned, classification),
     )
+
+
+def _first_line(contacts: list[ce.PacketContact]) -> str:
+    """The customer's own first words; a call's placeholder line only if nothing else was said."""
+    lines = [line for c in contacts for line in c.text.splitlines() if line.strip()]
+    spoken = [line for line in lines if not line.startswith("Inbound call from")]
+    return ((spoken or lines or ["(no text)"])[0])[:160]
 
 
 def _next_step(assigned: str | None, classification: ce.CaseClassified | None) -> str:

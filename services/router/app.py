@@ -493,7 +493,11 @@ async def _lock(conn: asyncpg.Connection) -> None:
 
 
 async def load_seed_roster(runtime: ServiceRuntime) -> None:
-    """Agents of the seed roster, unless the agents topic already told us better."""
+    """Agents of the seed roster, unless the agents topic already told us better.
+
+    A seed agent no profile event ever updated is reset at start (misses forgiven, presence
+    from the file): nobody can bring such an agent back from `away` but a restart.
+    """
     roster: list[dict[str, Any]] = json.loads(
         (resources.files("services.router") / "seed_roster.json").read_text("utf-8"))
     epoch = datetime(2000, 1, 1).astimezone()
@@ -502,7 +506,8 @@ async def load_seed_roster(runtime: ServiceRuntime) -> None:
             profile = ag.AgentProfile.model_validate({**entry, "changed_at": epoch})
             await conn.execute(
                 "INSERT INTO router_agent (agent_id, profile, updated_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (agent_id) DO NOTHING",
+                " ON CONFLICT (agent_id) DO UPDATE SET profile = EXCLUDED.profile, missed = 0"
+                " WHERE router_agent.updated_at <= EXCLUDED.updated_at",
                 profile.agent_id, profile.model_dump_json(), epoch)
 
 

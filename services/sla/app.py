@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -36,6 +36,9 @@ _COLUMNS = ("clock_id, case_id, metric, cycle, policy, rule, calendar, time_basi
             " warnings, warn_at, warnings_fired, closed_at")
 _NAMES = _COLUMNS.split(", ")
 BATCH = 500  # clocks claimed per timer transaction
+# A due clock the last pass did not fire is locked by a handler (which fires it itself) or
+# another instance; a hint may wait for its transaction to commit: look again after this long.
+RECHECK = 0.05
 
 
 def load_policy(settings: Settings) -> Policy:
@@ -84,8 +87,10 @@ async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[core.SlaClock],
 class Timer:
     """Sleeps until the next due instant; handlers nudge it when they schedule a nearer one.
 
-    A nudge may arrive before the handler's transaction commits, so the instant is kept as a
-    hint and re-checked for a short while after it passes, instead of trusting one query.
+    A nudge may arrive before the handler's transaction commits, so its instant is kept as a
+    hint and re-checked for a short while after it passes, instead of trusting one query. Only
+    instants before the planned wake-up are kept or wake the loop: later ones are found by the
+    query the loop runs when it wakes anyway, so the hints stay few whatever the event rate.
     """
 
     SETTLE = 2.0  # seconds a passed hint is re-checked, for its transaction to commit
@@ -93,11 +98,15 @@ class Timer:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._hints: list[tuple[datetime, float]] = []
+        self._wake_at: datetime | None = None  # None: awake, or not sleeping yet
 
     def nudge(self, instants: Sequence[datetime | None]) -> None:
         due = [i for i in instants if i is not None]
-        if due:
-            self._hints.append((min(due), time.monotonic()))
+        if not due:
+            return
+        nearest = min(due)
+        if self._wake_at is None or nearest < self._wake_at:
+            self._hints.append((nearest, time.monotonic()))
             self._event.set()
 
     def hint(self, now: datetime) -> datetime | None:
@@ -105,13 +114,16 @@ class Timer:
         self._hints = [(i, t) for i, t in self._hints if i > now or clock - t < self.SETTLE]
         return min((i for i, _ in self._hints), default=None)
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, now: datetime, speed: float = 1.0) -> None:
         if seconds <= 0:
             return
+        self._wake_at = now + timedelta(seconds=seconds * speed)
         try:
             await asyncio.wait_for(self._event.wait(), timeout=seconds)
         except TimeoutError:
             pass
+        finally:
+            self._wake_at = None
         self._event.clear()
 
 
@@ -192,24 +204,24 @@ def timer_loop(
         settings = runtime.settings
         while True:
             try:
-                if await fire_due_clocks(runtime, pol) >= BATCH:
+                fired = await fire_due_clocks(runtime, pol)
+                if fired >= BATCH:
                     continue  # more are due: no sleep
                 nearest = await next_due(runtime)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be restarting: the clocks wait in it
                 log.exception("sla timer failed; retrying")
-                await timer.sleep(1.0)
+                await timer.sleep(1.0, runtime.clock.now())
                 continue
             now = runtime.clock.now()
             hint = timer.hint(now)
             wait = settings.sla_timer_max_idle_seconds
-            for instant in (nearest, hint):
+            for instant, passed in ((nearest, 0.0 if fired else RECHECK), (hint, RECHECK)):
                 if instant is not None:
-                    # a passed hint not yet visible in the table: look again shortly
                     ahead = (instant - now).total_seconds() / settings.clock_speed
-                    wait = min(wait, ahead if ahead > 0 else 0.2)
-            await timer.sleep(wait)
+                    wait = min(wait, ahead if ahead > 0 else passed)
+            await timer.sleep(wait, now, settings.clock_speed)
     return run
 
 

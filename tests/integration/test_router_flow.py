@@ -113,8 +113,12 @@ async def test_offers_accepted_declined_reoffered_and_rerouted_on_logout(
     assert assigned["agent_id"] == second
 
     # the offers went to the agents on routing.offers, keyed by agent
-    records = [r for r in await read_all(bootstrap, ROUTING_OFFERS)
-               if r.headers.get("ce_subject") == case1]
+    # (the outbox relay publishes after the commit that logged them: wait for both)
+    async def published() -> list[Any] | None:
+        found = [r for r in await read_all(bootstrap, ROUTING_OFFERS)
+                 if r.headers.get("ce_subject") == case1]
+        return found if len(found) >= 2 else None
+    records = await wait_for(published, what="both offers on routing.offers")
     assert sorted(r.key for r in records) == sorted([expert.encode(), second.encode()])
 
     # a logout hands back the agent's open offer; the case goes to the next agent

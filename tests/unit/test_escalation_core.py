@@ -139,3 +139,22 @@ def test_the_summary_of_an_anonymous_caller_uses_the_phone() -> None:
     summary = core.render_summary(core.build_packet(CASE, history, "r", level=1))
     assert "Customer: +14155550123 (not verified)" in summary
     assert "Assigned: nobody" in summary
+
+
+def test_text_added_to_a_contact_later_is_in_the_packet_with_it() -> None:
+    from datetime import UTC, datetime
+
+    from services.escalation.core import build_packet
+
+    at = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    received = {"case_id": "case-1", "contact_id": "k1", "channel": "voice",
+                "source_type": "call.started", "customer": {}, "text": "Inbound call from +1415",
+                "received_at": at.isoformat()}
+    added = {"case_id": "case-1", "contact_id": "k1", "channel": "voice",
+             "source_type": "call.transcript", "text": "I was charged twice for my plan",
+             "at": at.isoformat()}
+    packet = build_packet("case-1", [("contact.received", received),
+                                     ("contact.text_added", added)], "sla.breached", 1)
+    (contact,) = packet.contacts
+    assert "charged twice" in contact.text
+    assert packet.problem == "I was charged twice for my plan"

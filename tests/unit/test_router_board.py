@@ -47,7 +47,7 @@ def floor(seed: int) -> tuple[Board, list[routing.Agent], list[routing.WaitingCa
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10_000))
 def test_a_new_case_gets_the_agent_select_would_choose(seed: int) -> None:
-    board, agents, cases = floor(seed)
+    board, _agents, cases = floor(seed)
     for case in cases[:5]:
         expected = routing.select(case, list(board.agents.values()), POLICY, NOW).winner
         routed = board.route_case(case, f"e-{case.case_id}", NOW)

@@ -56,3 +56,29 @@ def test_a_candidate_policy_shows_what_would_have_changed() -> None:
     # The reply at 14:00 came at the 4 h due instant (lunch 12-13): breached; under 6 h, met.
     assert any(d.startswith("- sla.breached") and "first_response" in d for d in diff)
     assert any(d.startswith("+ sla.met") and "first_response" in d for d in diff)
+
+
+def test_replay_rejects_a_broken_candidate_policy_naming_its_line(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from shared.cli import main
+    broken = json.loads(json.dumps(POLICY))
+    broken["calendars"]["berlin"]["time_zone"] = "Europe/Berlim"
+    path = tmp_path / "candidate.json"
+    path.write_text(json.dumps(broken, indent=2))
+    result = CliRunner().invoke(main, ["sla", "replay", "case-1", "--policy", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:" in result.output and "calendars.berlin.time_zone" in result.output
+
+
+def test_the_packaged_calendars_close_on_public_holidays_from_the_holidays_package() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from services.sla import business_time as bt
+    berlin = policy.load().calendars["emea-support"]
+    christmas = datetime(2026, 12, 25, 10, tzinfo=ZoneInfo("Europe/Berlin"))  # a Friday
+    assert not bt.is_open(berlin, christmas)
+    assert bt.is_open(berlin, christmas - timedelta(days=2))
+    new_york = policy.load().calendars["us-support"]
+    assert not bt.is_open(new_york, datetime(2026, 11, 26, 12, tzinfo=ZoneInfo("America/New_York")))

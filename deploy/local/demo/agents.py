@@ -81,24 +81,27 @@ async def close_leftovers(pool: asyncpg.Pool, bus: Bus,
                           wait_seconds: float = 30.0) -> tuple[int, int]:
     """Solve what earlier runs left open, so their cases stop holding agents' capacity.
 
-    Returns how many were closed and how many the router still holds after `wait_seconds`.
-
     The router releases capacity only on `agent.case_solved`, and a stopped demo leaves offers and
     assignments open in its database: without this the second run would start with busy agents.
+    Returns how many were closed and how many the router still holds after `wait_seconds`.
     """
-    rows = await pool.fetch("SELECT DISTINCT case_id, agent_id FROM router_offer"
+    rows = await pool.fetch("SELECT offer_id, case_id, agent_id FROM router_offer"
                             " WHERE state IN ('offered', 'accepted')")
+    offers = [row["offer_id"] for row in rows]
+    rows = list({(row["case_id"], row["agent_id"]): row for row in rows}.values())
     for row in rows:
         solved = ag.CaseSolved(case_id=row["case_id"], agent_id=row["agent_id"],
                                at=datetime.now(UTC))
         await bus.publish(AGENT_ACTIVITY, row["case_id"], "agent.case_solved", solved,
                           source="demo/shift-handover", subject=row["case_id"])
     deadline = asyncio.get_running_loop().time() + wait_seconds
-    left = len(rows)
+    left = len(offers)
     while left and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.5)
-        left = await pool.fetchval("SELECT count(*) FROM router_offer"
-                                   " WHERE state IN ('offered', 'accepted')")
+        # Only these offers: freed capacity may at once be offered to cases still waiting, and
+        # those new offers are for the agents of this run.
+        left = await pool.fetchval("SELECT count(*) FROM router_offer WHERE offer_id = ANY($1)"
+                                   " AND state IN ('offered', 'accepted')", offers)
     return len(rows), left
 
 
