@@ -352,6 +352,14 @@ class RouterApp:
         return Decision(events=(CaseEvent.derived(env.id, "reply.sent", r.case_id,
                                                   "reply.sent", now, data),))
 
+    async def on_status_changed(self, conn: asyncpg.Connection, env: Envelope,
+                                s: ag.StatusChanged, now: datetime) -> Decision:
+        """Relay the desktop's status to the case stream, where SLA clocks pause and resume."""
+        data = ce.CaseStatusChanged(case_id=s.case_id, status=s.status, agent_id=s.agent_id,
+                                    at=s.at)
+        return Decision(events=(CaseEvent.derived(env.id, "status_changed", s.case_id,
+                                                  "case.status_changed", now, data),))
+
     async def release(self, conn: asyncpg.Connection, case_id: str, now: datetime) -> list[str]:
         rows = await conn.fetch(
             f"UPDATE router_offer SET state = 'released', answered_at = $2 WHERE case_id = $1"
@@ -529,7 +537,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.subscribe(Route(AGENT_ACTIVITY, ag.AGENT_ACTIVITY_TYPES, {
         "agent.offer_accepted": app.on_accepted, "agent.offer_declined": app.on_declined,
         "agent.replied": app.on_replied, "agent.case_solved": app.on_solved,
-        "agent.case_transferred": app.on_transferred}))
+        "agent.case_transferred": app.on_transferred,
+        "agent.status_changed": app.on_status_changed}))
     runtime.startup.append(load_seed_roster)
     runtime.background.append(app.timer_loop)
     return runtime

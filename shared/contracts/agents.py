@@ -92,10 +92,24 @@ class CaseTransferred(Contract):
 
 
 AGENT_TOPIC_TYPES: dict[str, type[Contract]] = {"agent.profile_changed": AgentProfile}
+class StatusChanged(Contract):
+    """`agent.status_changed`: the agent set the case's status on the desktop.
+
+    `pending_customer` waits on the customer (SLA policies pause clocks on it); `solved` is
+    reported as `agent.case_solved`, which also releases the agent's capacity.
+    """
+
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    status: Literal["open", "pending_customer", "on_hold"]
+    at: datetime
+
+
 AGENT_ACTIVITY_TYPES: dict[str, type[Contract]] = {
     "agent.offer_accepted": OfferAccepted,
     "agent.offer_declined": OfferDeclined,
     "agent.replied": AgentReplied,
     "agent.case_solved": CaseSolved,
     "agent.case_transferred": CaseTransferred,
+    "agent.status_changed": StatusChanged,
 }

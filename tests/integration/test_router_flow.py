@@ -168,3 +168,14 @@ async def test_a_router_restart_loses_and_doubles_no_offer(
     assert counts["assignment.offered"] == 1 and counts["case.assigned"] == 1, counts
     assert counts["case.classified"] == 1 and counts["case.queued"] == 1, counts
     await agent_event(bootstrap, agent, 4, presence="offline")
+
+
+async def test_a_status_set_on_the_desktop_reaches_the_case_stream(
+    endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
+) -> None:
+    bootstrap = endpoints.kafka_bootstrap_servers
+    case_id = await new_chat(bootstrap, app_db, GERMAN[0])
+    await activity(bootstrap, "agent.status_changed", case_id,
+                   {"agent_id": "agent-bo", "status": "pending_customer"})
+    [changed] = await payloads(app_db, case_id, "case.status_changed")
+    assert changed["status"] == "pending_customer" and changed["agent_id"] == "agent-bo"
