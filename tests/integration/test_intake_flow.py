@@ -22,6 +22,7 @@ from shared.contracts.topics import INBOUND_CHAT, INBOUND_EMAIL, INBOUND_VOICE, 
 from shared.events import CaseEvent
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import case_of, wait_types
 from tests.support.intake_fixtures import fixture, load_jsonish
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
@@ -29,24 +30,6 @@ from tests.support.services import ServiceProcesses
 pytestmark = pytest.mark.integration
 
 CARD = "4111 1111 1111 1111"
-
-
-async def case_of(db: asyncpg.Connection, thread_key: str) -> str:
-    async def lookup() -> str | None:
-        value: str | None = await db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", thread_key)
-        return value
-    found: str = await wait_for(lookup, what=f"a case for {thread_key}")
-    return found
-
-
-async def wait_types(db: asyncpg.Connection, case_id: str, wanted: list[str]) -> list[str]:
-    """Wait until the case's log holds at least the `wanted` types (with multiplicity)."""
-    async def has_all() -> list[str] | None:
-        types = [r.type for r in await read_case(db, case_id)]
-        return types if all(types.count(t) >= wanted.count(t) for t in wanted) else None
-    found: list[str] = await wait_for(has_all, timeout=60, what=f"{wanted} on {case_id}")
-    return found
 
 
 async def assert_clean(db: asyncpg.Connection, case_id: str) -> None:

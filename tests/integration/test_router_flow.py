@@ -20,6 +20,7 @@ from shared.caselog.store import read_case, verify_case
 from shared.contracts.topics import AGENT_ACTIVITY, AGENTS, INBOUND_CHAT, ROUTING_OFFERS
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import case_of, payloads
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
 
@@ -62,23 +63,7 @@ async def new_chat(bootstrap: str, db: asyncpg.Connection, text: str) -> str:
     session = f"s-{uuid.uuid4().hex[:10]}"
     await publish(bootstrap, INBOUND_CHAT, contacts.chat_message(session, text),
                   cloudevent_headers("chat.message"), key=session)
-
-    async def case() -> str | None:
-        value: str | None = await db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", f"chat:{session}")
-        return value
-    found: str = await wait_for(case, what=f"a case for {session}")
-    return found
-
-
-async def payloads(db: asyncpg.Connection, case_id: str, type_: str, n: int = 1
-                   ) -> list[dict[str, Any]]:
-    async def enough() -> list[dict[str, Any]] | None:
-        found = [r.payload for r in await read_case(db, case_id) if r.type == type_]
-        return found if len(found) >= n else None
-    result: list[dict[str, Any]] = await wait_for(enough, timeout=60,
-                                                  what=f"{n} × {type_} on {case_id}")
-    return result
+    return await case_of(db, f"chat:{session}")
 
 
 async def test_offers_accepted_declined_reoffered_and_rerouted_on_logout(

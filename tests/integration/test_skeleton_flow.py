@@ -19,33 +19,13 @@ from shared.contracts.topics import (
 )
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import case_of, types_of, wait_types
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
 
 pytestmark = pytest.mark.integration
 
 CARD = "4111 1111 1111 1111"
-
-
-async def case_of(db: asyncpg.Connection, thread_key: str) -> str:
-    async def lookup() -> str | None:
-        value: str | None = await db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", thread_key)
-        return value
-    found: str = await wait_for(lookup, what=f"a case for {thread_key}")
-    return found
-
-
-async def types_of(db: asyncpg.Connection, case_id: str) -> list[str]:
-    return [r.type for r in await read_case(db, case_id)]
-
-
-async def wait_types(db: asyncpg.Connection, case_id: str, wanted: set[str]) -> list[str]:
-    async def has_all() -> list[str] | None:
-        types = await types_of(db, case_id)
-        return types if wanted <= set(types) else None
-    found: list[str] = await wait_for(has_all, timeout=90, what=f"{wanted} on {case_id}")
-    return found
 
 
 async def notifications_for(bootstrap: str, case_id: str) -> list[dict[str, object]]:
