@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     timer_tick_seconds: float = 1.0
     # Escalation: who receives first-response breaches.
     escalation_target: str = "supervisors-tier2"
+    # Escalation policy file (triggers, levels, targets, sinks); empty: the packaged default.
+    escalation_policy_file: str = ""
+    # First retry of a failed webhook/e-mail delivery after this long, doubling each time.
+    escalation_retry_base_seconds: float = 1.0
     # Router: policy files (default: the packaged ones) and a trained intent model (default:
     # none, the rules classifier); see docs/router.md.
     router_policy_path: str | None = None

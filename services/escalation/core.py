@@ -1,115 +1,361 @@
-"""Escalation's pure core: build the warm-transfer packet from a case's history and escalate.
+"""Escalation's pure core: triggers, escalation levels, acknowledgements, repeats and digests.
 
-The packet is a function of the case log's rows (type and payload), so it carries everything the
-case knows and nothing that was not recorded.
+No Kafka, SQL or HTTP here: functions of the policy, an escalation's state, the case's log rows
+and `now`, returning an Outcome (case events and messages to publish, the escalation's new state,
+sink deliveries to record, digest items). Ids derive from the escalation id, so a redelivered
+input or a timer pass repeated after a crash yields the same ids and the log absorbs it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
+from services.escalation.packet import History, build_packet, render_markdown, render_summary
+from services.escalation.policy import Policy, Rule, parse_duration, single_level
 from shared.contracts import case_events as ce
-from shared.contracts.base import derive_event_id
-from shared.contracts.inbound import CustomerIdentity
+from shared.contracts.base import Contract, derive_event_id
 from shared.contracts.topics import SUPERVISOR_NOTIFICATIONS
-from shared.events import CaseEvent, Decision, Outbound
+from shared.events import NOTHING, CaseEvent, Decision, Outbound
 
-History = list[tuple[str, dict[str, Any]]]  # (type, payload) in log order
+__all__ = ["History", "build_packet", "render_markdown", "render_summary"]
+
+State = Literal["open", "acknowledged", "exhausted", "resolved"]
+# Triggers that clear when the condition goes away (the SLA clock was met after a warning).
+LIVE = ("open", "acknowledged", "exhausted")
 
 
-def build_packet(case_id: str, history: History, reason: str, level: int) -> ce.WarmTransferPacket:
-    customer, subject = CustomerIdentity(), None
-    # contact id → (channel, first time, texts): chat bursts, IVR choices and transcripts arrive
-    # as contact.text_added after the contact itself, and belong in the packet with it.
-    contacts: dict[str, tuple[Any, datetime, list[str]]] = {}
-    classification, assigned = None, None
-    sla: dict[str, ce.PacketSlaState] = {}
+@dataclass(frozen=True)
+class Escalation:
+    """One escalation of a case for one reason: where it stands in its policy's levels."""
+
+    escalation_id: str
+    case_id: str
+    reason: str
+    rule: str
+    episode: int
+    state: State
+    level: int  # 1-based
+    repeat: int  # repeats sent at this level
+    notifications: int
+    opened_at: datetime
+    next_fire_at: datetime | None  # the acknowledgement deadline while open
+    assigned_agent: str | None = None  # who had the case when it escalated
+    requeue_tier: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A trigger that fired, with the facts the policy's rules match on."""
+
+    trigger: str
+    reason: str
+    facts: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A notification for an external sink: recorded in the deciding transaction, sent later."""
+
+    notification_id: str
+    sink: str
+    case_id: str | None
+    body: Contract
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    target: str
+    case_id: str
+    reason: str
+    at: datetime
+    summary: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision = NOTHING
+    escalations: tuple[Escalation, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
+    digest: tuple[DigestEntry, ...] = ()
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(self.decision + other.decision, self.escalations + other.escalations,
+                       self.deliveries + other.deliveries, self.digest + other.digest)
+
+
+NONE = Outcome()
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """What the triggers need from a case's log."""
+
+    facts: dict[str, str | None] = field(default_factory=dict)
+    assigned_agent: str | None = None
+    classifications: list[ce.CaseClassified] = field(default_factory=list)
+
+
+def view(history: History) -> CaseView:
+    facts: dict[str, str | None] = {}
+    assigned, classified = None, []
     for type_, payload in history:
         if type_ == "case.opened":
-            opened = ce.CaseOpened.model_validate(payload)
-            customer, subject = opened.customer, opened.subject
+            facts["channel"] = payload["channel"]
+            facts["customer_tier"] = (payload.get("customer") or {}).get("tier")
         elif type_ == "contact.received":
-            contact = ce.ContactReceived.model_validate(payload)
-            contacts[contact.contact_id] = (contact.channel, contact.received_at, [contact.text])
-        elif type_ == "contact.text_added" and payload["contact_id"] in contacts:
-            contacts[payload["contact_id"]][2].append(payload["text"])
+            facts.setdefault("channel", payload["channel"])
+            tier = (payload.get("details") or {}).get("customer_tier")
+            facts["customer_tier"] = tier or facts.get("customer_tier")
         elif type_ == "case.classified":
-            classification = ce.CaseClassified.model_validate(payload)
+            c = ce.CaseClassified.model_validate(payload)
+            classified.append(c)
+            facts.update(priority=c.priority, skill=c.skill)
         elif type_ == "case.assigned":
             assigned = payload["agent_id"]
-        elif type_ == "sla.cancelled":
-            sla.pop(payload["clock_id"], None)
-        elif type_ in ("sla.started", "sla.met", "sla.breached", "sla.paused", "sla.resumed"):
-            state = {"sla.started": "running", "sla.met": "met", "sla.breached": "breached",
-                     "sla.paused": "paused", "sla.resumed": "running"}[type_]
-            sla[payload["clock_id"]] = ce.PacketSlaState(metric=payload["metric"],
-                                                         due_at=payload["due_at"], state=state)  # type: ignore[arg-type]
-    told = [ce.PacketContact(channel=channel, at=at, text="\n".join(t for t in texts if t))
-            for channel, at, texts in contacts.values()]
-    problem = subject or _first_line(told)
-    return ce.WarmTransferPacket(
-        case_id=case_id, customer=customer, problem=problem, contacts=told,
-        classification=classification, sla=list(sla.values()), assigned_agent=assigned,
-        reason=reason, level=level, suggested_next_step=_next_step(assigned, classification),
-    )
+        elif type_ in ("assignment.withdrawn", "case.solved") and \
+                payload.get("agent_id") == assigned:
+            assigned = None
+    return CaseView(facts, assigned, classified)
 
 
-def _first_line(contacts: list[ce.PacketContact]) -> str:
-    """The customer's own first words; a call's placeholder line only if nothing else was said."""
-    lines = [line for c in contacts for line in c.text.splitlines() if line.strip()]
-    spoken = [line for line in lines if not line.startswith("Inbound call from")]
-    return ((spoken or lines or ["(no text)"])[0])[:160]
+# --- triggers ----------------------------------------------------------------------------------
+def triggers(policy: Policy, type_: str, payload: Any, case: CaseView,
+             agent_tier: int | None) -> list[Hit]:
+    """What a case event (or an agent's request) triggers, before any policy rule applies."""
+    facts = dict(case.facts)
+    if type_ in ("sla.breached", "sla.warning"):
+        facts["metric"] = payload.metric
+        return [Hit(type_, f"{type_}:{payload.metric}", facts)]
+    if type_ == "agent.escalation_requested":
+        return [Hit("agent_request", "agent_request", facts)]
+    hits: list[Hit] = []
+    if type_ == "case.classified":
+        c: ce.CaseClassified = payload
+        if c.supervisor_requested:
+            hits.append(Hit("supervisor_request", "supervisor_request", facts))
+        if c.repeat_contact and c.repeat_count >= policy.spec.thresholds.repeat_contact_count:
+            hits.append(Hit("repeat_contact", "repeat_contact", facts))
+        if c.frustrated or _frustration_rising(case.classifications,
+                                               policy.spec.thresholds.frustration_drop):
+            hits.append(Hit("frustration", "frustration", facts))
+    if type_ in ("case.classified", "case.assigned") and case.classifications \
+            and case.assigned_agent and agent_tier is not None:
+        needed = case.classifications[-1].min_authority_tier
+        if needed > agent_tier:
+            hits.append(Hit("authority", f"authority:tier{needed}", facts))
+    return hits
 
 
-def _next_step(assigned: str | None, classification: ce.CaseClassified | None) -> str:
-    skill = classification.skill if classification else "general"
-    if assigned is None:
-        return f"Take the case from the {skill} queue and reply to the customer now."
-    return f"Reply to the customer now, or reassign from {assigned} to a free {skill} agent."
+def _frustration_rising(classified: list[ce.CaseClassified], drop: float) -> bool:
+    """Sentiment fell by `drop` or more from the first contact to the latest, ending negative."""
+    if len(classified) < 2:
+        return False
+    first, last = classified[0].sentiment, classified[-1].sentiment
+    return last < 0 and first - last >= drop
 
 
-def escalate_breach(
-    breach: ce.SlaBreached, history: History, target: str, cause_id: str, now: datetime
-) -> Decision:
-    """One escalation per case and breached metric: a second breach of it changes nothing."""
-    reason = f"sla.breached:{breach.metric}"
-    escalation_id = f"esc-{derive_event_id(breach.case_id, reason)}"
-    packet = build_packet(breach.case_id, history, reason, level=1)
-    escalated = CaseEvent.derived(escalation_id, "escalated", breach.case_id, "case.escalated",
-                                  now, ce.CaseEscalated(case_id=breach.case_id,
-                                                        escalation_id=escalation_id, reason=reason,
-                                                        level=1, target=target, packet=packet))
-    notification_id = f"ntf-{derive_event_id(escalation_id, 'level-1')}"
-    notified = CaseEvent.derived(escalation_id, "notified/level-1", breach.case_id,
-                                 "escalation.notified", now,
-                                 ce.EscalationNotified(case_id=breach.case_id,
-                                                       escalation_id=escalation_id,
-                                                       notification_id=notification_id,
-                                                       target=target, sink="kafka"))
-    note = ce.SupervisorNotification(
-        notification_id=notification_id, escalation_id=escalation_id, case_id=breach.case_id,
-        reason=reason, level=1, target=target, summary=render_summary(packet), packet=packet)
-    message = Outbound(topic=SUPERVISOR_NOTIFICATIONS, key=breach.case_id,
-                       type="supervisor.notification", event_id=derive_event_id(notification_id,
-                                                                                "message"),
-                       subject=breach.case_id, time=now, data=note, caused_by=notified.event_id)
-    return Decision(events=(escalated, notified), outbound=(message,))
+# --- opening, levels, repeats ----------------------------------------
+def open_escalation(policy: Policy, hit: Hit, existing: list[Escalation], history: History,
+                    cause_id: str, now: datetime, agent_tier: int | None = None,
+                    case_id: str | None = None) -> Outcome:
+    """Open an escalation for `hit`, unless one for the case and reason is still live."""
+    rule = policy.rule_for(hit.trigger, hit.facts)
+    if rule is None:
+        return NONE
+    same = [e for e in existing if e.reason == hit.reason]
+    if any(e.state in LIVE for e in same):
+        return NONE  # no storms: one live escalation per case and reason
+    case = view(history)
+    case_id = case_id or _case_id(history, existing)
+    if rule.digest:
+        assert policy.spec.digest is not None
+        summary = render_summary(build_packet(case_id, history, hit.reason, 0, agent_tier))
+        return Outcome(digest=tuple(DigestEntry(t, case_id, hit.reason, now, summary)
+                                    for t in policy.spec.digest.targets))
+    episode = len(same) + 1
+    # The first episode's id is the skeleton's, so escalations logged before policies stay put.
+    key = hit.reason if episode == 1 else f"{hit.reason}#{episode}"
+    esc = Escalation(f"esc-{derive_event_id(case_id, key)}", case_id, hit.reason, rule.name,
+                     episode, "open", 1, 0, 0, now, None, case.assigned_agent)
+    return _notify(policy, rule, esc, history, now, "escalation", agent_tier)
 
 
-def render_summary(packet: ce.WarmTransferPacket) -> str:
-    """The packet as plain text a supervisor reads in ten seconds."""
-    who = packet.customer.name or packet.customer.email or packet.customer.phone or "unknown"
-    lines = [
-        f"Case {packet.case_id} escalated (level {packet.level}): {packet.reason}",
-        f"Customer: {who} ({'verified' if packet.customer.verified else 'not verified'})",
-        f"Problem: {packet.problem}",
-    ]
-    if packet.classification:
-        c = packet.classification
-        lines.append(f"Classified: {c.skill}, {c.priority} priority ({c.confidence:.0%})")
-    lines.append(f"Assigned: {packet.assigned_agent or 'nobody'}")
-    for contact in packet.contacts:
-        lines.append(f"- {contact.at:%Y-%m-%d %H:%M} {contact.channel}: {contact.text[:200]}")
-    lines.append(f"Next step: {packet.suggested_next_step}")
-    return "\n".join(lines)
+def _case_id(history: History, existing: list[Escalation]) -> str:
+    if existing:
+        return existing[0].case_id
+    return str(next(p["case_id"] for _, p in history if "case_id" in p))
+
+
+def fire(policy: Policy, esc: Escalation, history: History, now: datetime,
+         agent_tier: int | None = None) -> Outcome:
+    """The acknowledgement timeout passed: repeat, go to the next level, or report exhaustion.
+
+    Stamped with the deadline itself (not `now`), so a timer late after downtime records when
+    the timeout really ran out and keeps the next deadline on the policy's schedule.
+    """
+    if esc.state != "open" or esc.next_fire_at is None or esc.next_fire_at > now:
+        return NONE
+    at = esc.next_fire_at
+    rule = policy.rule(esc.rule)
+    level = rule.levels[esc.level - 1]
+    if esc.repeat < level.repeats:
+        return _notify(policy, rule, replace(esc, repeat=esc.repeat + 1), history, at, "repeat",
+                       agent_tier)
+    if esc.level < len(rule.levels):
+        nxt = replace(esc, level=esc.level + 1, repeat=0)
+        return _notify(policy, rule, nxt, history, at, "reescalation", agent_tier)
+    done = replace(esc, state="exhausted", next_fire_at=None)
+    event = CaseEvent.derived(esc.escalation_id, f"exhausted/level-{esc.level}", esc.case_id,
+                              "escalation.exhausted", at, ce.EscalationExhausted(
+                                  case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                  reason=esc.reason, level=esc.level,
+                                  notifications=esc.notifications, exhausted_at=at))
+    packet = build_packet(esc.case_id, history, esc.reason, esc.level, agent_tier)
+    return Outcome(Decision(events=(event,)), (done,)) + _messages(
+        policy, level.targets, done, packet, at, "exhausted", event.event_id)
+
+
+def _notify(policy: Policy, rule: Rule, esc: Escalation, history: History, at: datetime,
+            kind: Literal["escalation", "repeat", "reescalation"],
+            agent_tier: int | None) -> Outcome:
+    level = rule.levels[esc.level - 1]
+    deadline = at + timedelta(seconds=parse_duration(level.ack_timeout))
+    packet = build_packet(esc.case_id, history, esc.reason, esc.level, agent_tier)
+    requeue = _requeue(policy, level.targets, packet)
+    esc = replace(esc, next_fire_at=deadline,
+                  requeue_tier=requeue.min_authority_tier if requeue else None)
+    events: list[CaseEvent] = []
+    target = level.targets[0]
+    if kind == "escalation":
+        events.append(CaseEvent.derived(esc.escalation_id, "escalated", esc.case_id,
+                                        "case.escalated", at, ce.CaseEscalated(
+                                            case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                            reason=esc.reason, level=esc.level, target=target,
+                                            packet=packet, requeue=requeue,
+                                            acknowledge_by=deadline)))
+    elif kind == "reescalation":
+        events.append(CaseEvent.derived(esc.escalation_id, f"reescalated/level-{esc.level}",
+                                        esc.case_id, "escalation.reescalated", at,
+                                        ce.EscalationReescalated(
+                                            case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                            reason=esc.reason, from_level=esc.level - 1,
+                                            level=esc.level, target=target, timed_out_at=at,
+                                            requeue=requeue, acknowledge_by=deadline)))
+    out = _messages(policy, level.targets, esc, packet, at, kind, None)
+    esc = replace(esc, notifications=esc.notifications + len(level.targets))
+    return Outcome(Decision(events=tuple(events)) + out.decision, (esc,), out.deliveries)
+
+
+def _requeue(policy: Policy, targets: list[str],
+             packet: ce.WarmTransferPacket) -> ce.EscalationRequeue | None:
+    """A queue target re-queues the case to the tier that can act on it (never below its own)."""
+    for name in targets:
+        spec = policy.spec.targets[name]
+        if spec.kind == "queue" and spec.min_authority_tier is not None:
+            needed = packet.authority.min_authority_tier if packet.authority else 1
+            return ce.EscalationRequeue(min_authority_tier=max(spec.min_authority_tier, needed),
+                                        skill=spec.skill, queue=name)
+    return None
+
+
+def _messages(policy: Policy, targets: list[str], esc: Escalation, packet: ce.WarmTransferPacket,
+              at: datetime, kind: Literal["escalation", "repeat", "reescalation", "exhausted"],
+              caused_by_event: Any) -> Outcome:
+    """Per target: `escalation.notified` (Kafka), the outbox message, and sink deliveries."""
+    events: list[CaseEvent] = []
+    outbound: list[Outbound] = []
+    deliveries: list[Delivery] = []
+    step = f"level-{esc.level}" + (f"/repeat-{esc.repeat}" if esc.repeat else "") + \
+           ("/exhausted" if kind == "exhausted" else "")
+    for n, target in enumerate(targets):
+        # Level 1's first target keeps the skeleton's id; the others add the target's name.
+        suffix = step if (n == 0 and kind != "exhausted") else f"{step}/{target}"
+        notification_id = f"ntf-{derive_event_id(esc.escalation_id, suffix)}"
+        who = policy.on_duty(target, at) if policy.spec.targets[target].kind == "rota" else None
+        addressed = f"{target}:{who}" if who else target
+        notified = CaseEvent.derived(esc.escalation_id, f"notified/{suffix}", esc.case_id,
+                                     "escalation.notified", at, ce.EscalationNotified(
+                                         case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                         notification_id=notification_id, target=addressed,
+                                         sink="kafka", level=esc.level, repeat=esc.repeat))
+        note = ce.SupervisorNotification(
+            notification_id=notification_id, escalation_id=esc.escalation_id,
+            case_id=esc.case_id, reason=esc.reason, level=esc.level, target=addressed,
+            summary=render_summary(packet), packet=packet, kind=kind, repeat=esc.repeat,
+            markdown=render_markdown(packet))
+        events.append(notified)
+        outbound.append(Outbound(topic=SUPERVISOR_NOTIFICATIONS, key=esc.case_id,
+                                 type="supervisor.notification",
+                                 event_id=derive_event_id(notification_id, "message"),
+                                 subject=esc.case_id, time=at, data=note,
+                                 caused_by=notified.event_id))
+        deliveries += [Delivery(notification_id, sink, esc.case_id, note)
+                       for sink in policy.spec.targets[target].sinks]
+    return Outcome(Decision(tuple(events), tuple(outbound)), (), tuple(deliveries))
+
+
+# --- acknowledgement and resolution ----------------------------------------
+def acknowledge(esc: Escalation, by: str, via: Literal["case.assigned",
+                                                        "agent.escalation_acknowledged"],
+                now: datetime, agent_tier: int | None = None) -> Outcome:
+    """Someone took it. Via `case.assigned`, only a new owner with the tier it was re-queued to
+    counts: the agent who had the case when it escalated is the reason it escalated."""
+    if esc.state not in ("open", "exhausted"):
+        return NONE
+    if via == "case.assigned" and (
+            by == esc.assigned_agent or (esc.requeue_tier is not None and agent_tier is not None
+                                         and agent_tier < esc.requeue_tier)):
+        return NONE
+    done = replace(esc, state="acknowledged", next_fire_at=None)
+    event = CaseEvent.derived(esc.escalation_id, f"acknowledged/level-{esc.level}", esc.case_id,
+                              "escalation.acknowledged", now, ce.EscalationAcknowledged(
+                                  case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                  reason=esc.reason, level=esc.level, by=by, via=via,
+                                  acknowledged_at=now))
+    return Outcome(Decision(events=(event,)), (done,))
+
+
+def resolve(esc: Escalation, resolution: Literal["case_solved", "condition_cleared"],
+            now: datetime) -> Outcome:
+    if esc.state not in LIVE:
+        return NONE
+    done = replace(esc, state="resolved", next_fire_at=None)
+    event = CaseEvent.derived(esc.escalation_id, "resolved", esc.case_id, "escalation.resolved",
+                              now, ce.EscalationResolved(case_id=esc.case_id,
+                                                         escalation_id=esc.escalation_id,
+                                                         reason=esc.reason,
+                                                         resolution=resolution,
+                                                         resolved_at=now))
+    return Outcome(Decision(events=(event,)), (done,))
+
+
+# --- digests ------------------------------------------------------------
+def digest_due(policy: Policy, target: str, entries: list[DigestEntry],
+               now: datetime) -> tuple[ce.SupervisorDigest, Outbound] | None:
+    """A target's pending entries become one digest once the oldest has waited `every`."""
+    if policy.spec.digest is None or not entries:
+        return None
+    start = min(e.at for e in entries)
+    if start + timedelta(seconds=parse_duration(policy.spec.digest.every)) > now:
+        return None
+    ordered = sorted(entries, key=lambda e: (e.at, e.case_id, e.reason))
+    digest_id = f"dig-{derive_event_id(target, f'{start.isoformat()}/{ordered[0].case_id}')}"
+    digest = ce.SupervisorDigest(
+        digest_id=digest_id, target=target, window_start=start, window_end=now,
+        items=[ce.DigestItem(case_id=e.case_id, reason=e.reason, at=e.at, summary=e.summary)
+               for e in ordered])
+    message = Outbound(topic=SUPERVISOR_NOTIFICATIONS, key=target, type="supervisor.digest",
+                       event_id=derive_event_id(digest_id, "message"), subject=None, time=now,
+                       data=digest, caused_by=derive_event_id(digest_id, "message"))
+    return digest, message
+
+
+# --- the walking skeleton's entry point ----------------------------------------
+def escalate_breach(breach: ce.SlaBreached, history: History, target: str, cause_id: str,
+                    now: datetime) -> Decision:
+    """One escalation per case and breached metric, to one target (no existing escalations)."""
+    hit = Hit("sla.breached", f"sla.breached:{breach.metric}", {"metric": breach.metric})
+    history = history or [("sla.breached", breach.model_dump(mode="json"))]
+    return open_escalation(single_level(target), hit, [], history, cause_id, now).decision

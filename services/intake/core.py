@@ -71,6 +71,9 @@ class IncomingContact:
     details: dict[str, str] = field(default_factory=dict)
     automated: bool = False
     may_open_case: bool = True
+    # A chat's pre-chat form opens the case before the customer types: the identity and language
+    # it carries would be lost if we waited for the first message.
+    opens_without_text: bool = False
     # The source's own id of this message: seen before means a duplicate delivery.
     dedup_key: str | None = None
     reference: str | None = None  # a case token found in the subject
@@ -160,9 +163,9 @@ def _chat(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
                                details={"session_id": p.session_id}, may_join_burst=True,
                                dedup_key=f"chatmsg:{p.session_id}/{p.message_id}")
     if isinstance(p, ib.ChatStarted):
+        details = {"language": p.language or "", "widget": p.widget or ""}
         return IncomingContact(**base, source_type="chat.started", at=p.started_at,
-                               customer=p.customer, details={"language": p.language or ""},
-                               may_open_case=False)
+                               customer=p.customer, details=details, opens_without_text=True)
     at = p.ended_at if isinstance(p, ib.ChatEnded) else p.abandoned_at
     kind = "chat.ended" if isinstance(p, ib.ChatEnded) else "chat.abandoned"
     return IncomingContact(**base, source_type=kind, at=at, may_open_case=False)
@@ -254,7 +257,8 @@ def decide(
                                         _redacted(data, config)))
 
     if case_id is None:
-        if not contact.may_open_case or contact.text is None:
+        if not contact.may_open_case or (contact.text is None
+                                         and not contact.opens_without_text):
             return Decision(), None
         case_id = new_case_id(cause_id)
         add("case.opened", CaseOpened(

@@ -91,6 +91,25 @@ class CaseTransferred(Contract):
     at: datetime
 
 
+class EscalationRequested(Contract):
+    """`agent.escalation_requested`: the agent on the case asks for a supervisor or higher tier."""
+
+    case_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=1024)
+    min_authority_tier: int | None = Field(default=None, ge=1, le=9)
+    at: datetime
+
+
+class EscalationAcknowledgedByAgent(Contract):
+    """`agent.escalation_acknowledged`: a supervisor takes an escalation (from a notification)."""
+
+    case_id: str = Field(min_length=1, max_length=128)
+    escalation_id: str = Field(min_length=1, max_length=128)
+    agent_id: str = Field(min_length=1, max_length=128)
+    at: datetime
+
+
 AGENT_TOPIC_TYPES: dict[str, type[Contract]] = {"agent.profile_changed": AgentProfile}
 class StatusChanged(Contract):
     """`agent.status_changed`: the agent set the case's status on the desktop.
@@ -112,4 +131,6 @@ AGENT_ACTIVITY_TYPES: dict[str, type[Contract]] = {
     "agent.case_solved": CaseSolved,
     "agent.case_transferred": CaseTransferred,
     "agent.status_changed": StatusChanged,
+    "agent.escalation_requested": EscalationRequested,
+    "agent.escalation_acknowledged": EscalationAcknowledgedByAgent,
 }

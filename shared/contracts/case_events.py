@@ -319,7 +319,10 @@ class SlaCancelled(Contract):
 class PacketContact(Contract):
     channel: Channel
     at: datetime
+    # The text the customer sees or said, as logged (intake redacted it before anything was stored).
     text: str
+    contact_id: str | None = None
+    source_type: str | None = None
 
 
 class PacketSlaState(Contract):
@@ -328,20 +331,63 @@ class PacketSlaState(Contract):
     state: Literal["running", "paused", "met", "breached"]
 
 
-class WarmTransferPacket(Contract):
-    """Everything the next person needs so the customer never has to repeat themselves."""
+class PacketSentiment(Contract):
+    """One classification's reading of the customer's mood: the trajectory across contacts."""
 
-    packet_version: Literal["1"] = "1"
+    at: datetime | None = None  # of the contact the classification read
+    sentiment: float = Field(ge=-1, le=1)
+    frustrated: bool = False
+
+
+class PacketAction(Contract):
+    """Something already tried on the case: an agent reply, an assignment, a transfer, a status."""
+
+    at: datetime | None = None
+    kind: str
+    agent_id: str | None = None
+    text: str
+
+
+class PacketAuthority(Contract):
+    """The authority tier the case needs and why (the classifier's evidence)."""
+
+    min_authority_tier: int = Field(ge=1, le=9)
+    assigned_agent_tier: int | None = Field(default=None, ge=1, le=9)
+    refund_amount: float | None = None
+    account_action: str | None = None
+    why: list[str] = Field(default_factory=list)
+
+
+class WarmTransferPacket(Contract):
+    """Everything the next person needs so the customer never has to repeat themselves.
+
+    Version 2 adds the contract, the sentiment trajectory, what was tried and the authority
+    needed; every field it added has a default, so a version 1 packet in the log still reads.
+    """
+
+    packet_version: Literal["1", "2"] = "2"
     case_id: str
     customer: CustomerIdentity
+    contract: str | None = None
     problem: str
     contacts: list[PacketContact]
     classification: CaseClassified | None = None
+    sentiment: list[PacketSentiment] = Field(default_factory=list)
+    tried: list[PacketAction] = Field(default_factory=list)
     sla: list[PacketSlaState] = Field(default_factory=list)
     assigned_agent: str | None = None
+    authority: PacketAuthority | None = None
     reason: str
     level: int
     suggested_next_step: str
+
+
+class EscalationRequeue(Contract):
+    """Where the router should queue the escalated case: a higher tier (and maybe a skill)."""
+
+    min_authority_tier: int = Field(ge=1, le=9)
+    skill: str | None = None
+    queue: str | None = None
 
 
 class CaseEscalated(Contract):
@@ -351,6 +397,9 @@ class CaseEscalated(Contract):
     level: int
     target: str
     packet: WarmTransferPacket
+    # Set when the level's target is a queue: the receiving agent's acceptance acknowledges it.
+    requeue: EscalationRequeue | None = None
+    acknowledge_by: datetime | None = None
 
 
 class EscalationNotified(Contract):
@@ -359,6 +408,53 @@ class EscalationNotified(Contract):
     notification_id: str
     target: str
     sink: str
+    level: int = 1
+    repeat: int = 0
+
+
+class EscalationAcknowledged(Contract):
+    """Someone took the escalation: the agent who accepted the re-queued case, or a supervisor."""
+
+    case_id: str
+    escalation_id: str
+    reason: str
+    level: int
+    by: str
+    via: Literal["case.assigned", "agent.escalation_acknowledged"]
+    acknowledged_at: datetime
+
+
+class EscalationReescalated(Contract):
+    """Nobody acknowledged within the level's timeout and its repeats: the next level."""
+
+    case_id: str
+    escalation_id: str
+    reason: str
+    from_level: int
+    level: int
+    target: str
+    timed_out_at: datetime
+    requeue: EscalationRequeue | None = None
+    acknowledge_by: datetime | None = None
+
+
+class EscalationExhausted(Contract):
+    """The final level's repeats ran out unacknowledged: the escalation stays open, reported."""
+
+    case_id: str
+    escalation_id: str
+    reason: str
+    level: int
+    notifications: int
+    exhausted_at: datetime
+
+
+class EscalationResolved(Contract):
+    case_id: str
+    escalation_id: str
+    reason: str
+    resolution: Literal["case_solved", "condition_cleared"]
+    resolved_at: datetime
 
 
 class SupervisorNotification(Contract):
@@ -372,6 +468,27 @@ class SupervisorNotification(Contract):
     target: str
     summary: str
     packet: WarmTransferPacket
+    kind: Literal["escalation", "repeat", "reescalation", "exhausted"] = "escalation"
+    repeat: int = 0
+    # The packet rendered as Markdown, for sinks and front-ends that show it as is.
+    markdown: str | None = None
+
+
+class DigestItem(Contract):
+    case_id: str
+    reason: str
+    at: datetime
+    summary: str
+
+
+class SupervisorDigest(Contract):
+    """Low-priority triggers batched per target; `digest_id` is stable for dedup."""
+
+    digest_id: str
+    target: str
+    window_start: datetime
+    window_end: datetime
+    items: list[DigestItem]
 
 
 CASE_EVENT_TYPES: dict[str, type[Contract]] = {
@@ -401,6 +518,10 @@ CASE_EVENT_TYPES: dict[str, type[Contract]] = {
     "sla.cancelled": SlaCancelled,
     "case.escalated": CaseEscalated,
     "escalation.notified": EscalationNotified,
+    "escalation.acknowledged": EscalationAcknowledged,
+    "escalation.reescalated": EscalationReescalated,
+    "escalation.exhausted": EscalationExhausted,
+    "escalation.resolved": EscalationResolved,
 }
 
 # Messages Switchboard publishes outside `cases.events`, by CloudEvents type.

@@ -198,9 +198,16 @@ def test_chat_ended_of_a_known_session_is_activity() -> None:
     assert case_id == "case-c" and types(decision) == ["contact.activity_recorded"]
 
 
-def test_chat_started_alone_opens_no_case() -> None:
-    started = ib.ChatStarted(session_id="s-2", started_at=SENT, language="de")
-    assert run("chat.started", started)[:2] == (Decision(), None)
+def test_a_pre_chat_form_opens_the_case_with_its_identity_but_no_contact_yet() -> None:
+    customer = ib.CustomerIdentity(name="Lena Vogel", email="lena@example.de", verified=True)
+    started = ib.ChatStarted(session_id="s-2", started_at=SENT, language="de", customer=customer)
+    decision, case_id, _ = run("chat.started", started)
+    assert case_id is not None
+    assert types(decision) == ["case.opened", "contact.activity_recorded"]
+    opened, activity = (e.data for e in decision.events)
+    assert isinstance(opened, CaseOpened) and opened.customer.verified
+    assert isinstance(activity, ContactActivityRecorded)
+    assert activity.details["language"] == "de"
 
 
 def test_a_call_opens_a_case_for_the_caller() -> None:

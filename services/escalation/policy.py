@@ -1,0 +1,252 @@
+"""Escalation policy files: triggers → ordered levels of targets, with acknowledgement timeouts.
+
+JSON validated by the models below (their JSON Schema is `policies/policy.schema.json`); errors
+name the file, line and field (shared/policy_files.py). Rules are first-match per trigger; a rule
+with `digest: true` batches its triggers into a periodic digest instead of paging anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.policy_files import load_model
+
+Trigger = Literal["sla.warning", "sla.breached", "authority", "frustration", "repeat_contact",
+                  "supervisor_request", "agent_request"]
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 4h or 1d12h")
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return float(((d * 24 + h) * 60 + m) * 60 + s)
+
+
+Duration = Annotated[str, Field(description="90s, 15m, 4h, 1d12h")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Shift(_Strict):
+    who: str = Field(min_length=1, description="who is on duty (a supervisor id or address)")
+    days: list[Day] = Field(default_factory=lambda: list[Day](WEEKDAYS))
+    hours: str = Field(default="00:00-24:00", description="local wall time, e.g. 08:00-16:00")
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        m = _HOURS.match(value)
+        if not m or not (int(m[1]), int(m[2])) < (int(m[3]), int(m[4])) <= (24, 0):
+            raise ValueError(f"{value!r} is not an interval like 08:00-16:00")
+        return value
+
+
+class TargetSpec(_Strict):
+    """Who an escalation level goes to."""
+
+    kind: Literal["queue", "supervisor_group", "rota"]
+    # queue: the router re-queues the case to this tier (and skill); the receiving agent's
+    # acceptance acknowledges the escalation.
+    min_authority_tier: int | None = Field(default=None, ge=1, le=9)
+    skill: str | None = None
+    # rota: the on-duty person, by local shift; the first matching shift wins.
+    time_zone: str = "UTC"
+    shifts: list[Shift] = Field(default_factory=list)
+    sinks: list[str] = Field(default_factory=list,
+                             description="names under `sinks`; Kafka always gets the notification")
+
+    @model_validator(mode="after")
+    def _shape(self) -> TargetSpec:
+        if self.kind == "queue" and self.min_authority_tier is None:
+            raise ValueError("a queue target needs min_authority_tier")
+        if self.kind == "rota" and not self.shifts:
+            raise ValueError("a rota target needs shifts")
+        ZoneInfo(self.time_zone)
+        return self
+
+
+class WebhookSink(_Strict):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    secret_env: str = Field(description="environment variable holding the HMAC secret")
+    timeout: Duration = "5s"
+    max_attempts: int = Field(default=8, ge=1, le=50)
+
+
+class EmailSink(_Strict):
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1)
+    sender: str
+    host: str = "127.0.0.1"
+    port: int = 25
+    max_attempts: int = Field(default=8, ge=1, le=50)
+
+
+Sink = Annotated[WebhookSink | EmailSink, Field(discriminator="type")]
+
+
+class Level(_Strict):
+    targets: list[str] = Field(min_length=1)
+    ack_timeout: Duration
+    repeats: int = Field(default=0, ge=0, le=20,
+                         description="notifications repeated at this level before the next")
+
+    @field_validator("ack_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("ack_timeout must be positive")
+        return value
+
+
+class When(_Strict):
+    """Case attributes a rule applies to; absent = any. A fact the case lacks matches nothing."""
+
+    priority: list[str] | None = None
+    channel: list[str] | None = None
+    skill: list[str] | None = None
+    metric: list[str] | None = None
+    customer_tier: list[str] | None = None
+
+    def holds(self, facts: Mapping[str, str | None]) -> bool:
+        return all(allowed is None or facts.get(name) in allowed
+                   for name, allowed in self.model_dump().items())
+
+
+class Rule(_Strict):
+    name: str
+    trigger: Trigger
+    when: When = Field(default_factory=When)
+    digest: bool = Field(default=False, description="low priority: batch into the digest")
+    levels: list[Level] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _levels(self) -> Rule:
+        if not self.digest and not self.levels:
+            raise ValueError("a rule that is not a digest needs at least one level")
+        return self
+
+
+class Thresholds(_Strict):
+    repeat_contact_count: int = Field(default=3, ge=1)
+    # frustration "rising": sentiment fell by at least this much since the first contact
+    frustration_drop: float = Field(default=0.4, gt=0, le=2)
+
+
+class DigestSpec(_Strict):
+    every: Duration = "1h"
+    targets: list[str] = Field(min_length=1)
+
+
+class PolicyFile(_Strict):
+    version: str
+    targets: dict[str, TargetSpec]
+    sinks: dict[str, Sink] = Field(default_factory=dict)
+    rules: list[Rule]
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    digest: DigestSpec | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> PolicyFile:
+        for name, target in self.targets.items():
+            for sink in target.sinks:
+                if sink not in self.sinks:
+                    raise ValueError(f"targets.{name}: unknown sink {sink!r}")
+        for n, rule in enumerate(self.rules):
+            for m, level in enumerate(rule.levels):
+                for t in level.targets:
+                    if t not in self.targets:
+                        raise ValueError(f"rules.{n}.levels.{m}: unknown target {t!r}")
+            if rule.digest and self.digest is None:
+                raise ValueError(f"rules.{n}: a digest rule needs the `digest` section")
+        for t in self.digest.targets if self.digest else []:
+            if t not in self.targets:
+                raise ValueError(f"digest: unknown target {t!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Policy:
+    spec: PolicyFile
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    def rule_for(self, trigger: str, facts: Mapping[str, str | None]) -> Rule | None:
+        return next((r for r in self.spec.rules if r.trigger == trigger and r.when.holds(facts)),
+                    None)
+
+    def rule(self, name: str) -> Rule:
+        return next(r for r in self.spec.rules if r.name == name)
+
+    def on_duty(self, target: str, now: datetime) -> str | None:
+        """The rota's person on duty at `now` (local shift), else None."""
+        spec = self.spec.targets[target]
+        local = now.astimezone(ZoneInfo(spec.time_zone))
+        day, clock = WEEKDAYS[local.weekday()], local.time()
+        for shift in spec.shifts:
+            m = _HOURS.match(shift.hours)
+            assert m is not None
+            start = time(int(m[1]), int(m[2]))
+            end = None if m[3] == "24" else time(int(m[3]), int(m[4]))
+            if day in shift.days and start <= clock and (end is None or clock < end):
+                return shift.who
+        return None
+
+
+def load_text(text: str, origin: str = "<escalation policy>") -> Policy:
+    return Policy(load_model(PolicyFile, text, origin))
+
+
+def load(path: str | Path | None = None) -> Policy:
+    if not path:
+        text = (resources.files("services.escalation") / "policies" / "default.json").read_text(
+            "utf-8")
+        return load_text(text, "services/escalation/policies/default.json")
+    return load_text(Path(path).read_text("utf-8"), str(path))
+
+
+def single_level(target: str, ack_timeout: str = "1h") -> Policy:
+    """The walking skeleton's behaviour: every SLA breach to one supervisor group, one level."""
+    return load_text(json.dumps({
+        "version": "skeleton", "targets": {target: {"kind": "supervisor_group"}},
+        "rules": [{"name": "breach", "trigger": "sla.breached",
+                   "levels": [{"targets": [target], "ack_timeout": ack_timeout}]}]}))
+
+
+def secret(sink: WebhookSink) -> bytes:
+    value = os.environ.get(sink.secret_env)
+    if not value:
+        raise RuntimeError(f"webhook secret {sink.secret_env} is not set")
+    return value.encode()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = PolicyFile.model_json_schema()
+    schema["$id"] = "https://switchboard.dev/schemas/escalation-policy.json"
+    schema["title"] = "Switchboard escalation policy"
+    return schema
+
+
+def write_schema() -> None:
+    path = Path(__file__).parent / "policies" / "policy.schema.json"
+    path.write_text(json.dumps(json_schema(), indent=2) + "\n", "utf-8")

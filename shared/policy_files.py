@@ -1,0 +1,92 @@
+"""Load a JSON policy file into a pydantic model, with errors that name the file, line and field.
+
+Whoever edits a policy file by hand needs to see *where* it is wrong, not a pydantic dump: every
+validation error becomes `file:line: field.path: message`. The line comes from a small JSON
+walker that records the line of every key and array element by path (the same approach as
+`services/sla/policy.py`, factored here for the other services' policy files).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+class PolicyFileError(ValueError):
+    """A policy file that does not validate; the message names the file, line and field."""
+
+
+def load_model(model: type[M], text: str, origin: str = "<policy>") -> M:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyFileError(f"{origin}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyFileError(describe(exc, text, origin)) from exc
+
+
+def describe(exc: ValidationError, text: str, origin: str) -> str:
+    lines = line_index(text)
+    problems = []
+    for err in exc.errors():
+        path = tuple(err["loc"])
+        where = ".".join(str(p) for p in path) or "<root>"
+        problems.append(f"{origin}:{nearest_line(lines, path)}: {where}: {err['msg']}")
+    return "\n".join(problems)
+
+
+def line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Line number of every key and array element, by path."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    decoder = json.JSONDecoder()
+
+    def ws(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def line_of(i: int) -> int:
+        return text.count("\n", 0, i) + 1
+
+    def value(i: int, path: tuple[str | int, ...]) -> int:
+        i = ws(i)
+        lines.setdefault(path, line_of(i))
+        if text[i] == "{":
+            i = ws(i + 1)
+            while text[i] != "}":
+                key, j = _scanstring(text, i + 1)
+                lines[(*path, key)] = line_of(i)
+                i = ws(ws(j) + 1)  # past the colon
+                i = ws(value(i, (*path, key)))
+                if text[i] == ",":
+                    i = ws(i + 1)
+            return i + 1
+        if text[i] == "[":
+            i, n = ws(i + 1), 0
+            while text[i] != "]":
+                lines[(*path, n)] = line_of(i)
+                i = ws(value(i, (*path, n)))
+                n += 1
+                if text[i] == ",":
+                    i = ws(i + 1)
+            return i + 1
+        _, end = decoder.raw_decode(text, i)
+        return int(end)
+
+    value(0, ())
+    return lines
+
+
+def nearest_line(lines: dict[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
+    """The line of the longest prefix of `path` found in the file (pydantic adds tags)."""
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return 1
