@@ -66,9 +66,11 @@ async def save(conn: asyncpg.Connection, outcome: core.Outcome) -> None:
             [(d.target, d.case_id, d.reason, d.at, d.summary) for d in outcome.digest])
 
 
-async def agent_tier(conn: asyncpg.Connection, agent_id: str | None) -> int | None:
-    if agent_id is None:
-        return None
+async def agent_tier(conn: asyncpg.Connection, case: core.CaseView) -> int | None:
+    """The assigned agent's tier: as logged on case.assigned, else from their last profile."""
+    if case.assigned_agent is None or case.assigned_tier is not None:
+        return case.assigned_tier
+    agent_id = case.assigned_agent
     tier: int | None = await conn.fetchval(
         "SELECT authority_tier FROM escalation_agent WHERE agent_id = $1", agent_id)
     return tier
@@ -92,7 +94,7 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
             f"SELECT {_COLUMNS} FROM escalation WHERE case_id = $1 ORDER BY opened_at", case_id)]
         history = await history_of(conn, case_id)
         case = core.view(history)
-        tier = await agent_tier(conn, case.assigned_agent)
+        tier = await agent_tier(conn, case)
         outcome = core.NONE
         for esc in existing:
             if env.type == "case.assigned":
@@ -139,7 +141,7 @@ async def fire_due(runtime: ServiceRuntime, policy: Policy) -> int:
         for row in rows:
             esc = _esc(row)
             history = await history_of(conn, esc.case_id)
-            tier = await agent_tier(conn, core.view(history).assigned_agent)
+            tier = await agent_tier(conn, core.view(history))
             outcome = core.fire(policy, esc, history, now, tier)
             await save(conn, outcome)
             await runtime.persist(conn, outcome.decision)

@@ -95,11 +95,13 @@ class CaseView:
     facts: dict[str, str | None] = field(default_factory=dict)
     assigned_agent: str | None = None
     classifications: list[ce.CaseClassified] = field(default_factory=list)
+    # The assigned agent's tier as the router recorded it on case.assigned (None: not recorded).
+    assigned_tier: int | None = None
 
 
 def view(history: History) -> CaseView:
     facts: dict[str, str | None] = {}
-    assigned, classified = None, []
+    assigned, classified, agent_tier = None, [], None
     for type_, payload in history:
         if type_ == "case.opened":
             facts["channel"] = payload["channel"]
@@ -113,11 +115,11 @@ def view(history: History) -> CaseView:
             classified.append(c)
             facts.update(priority=c.priority, skill=c.skill)
         elif type_ == "case.assigned":
-            assigned = payload["agent_id"]
+            assigned, agent_tier = payload["agent_id"], payload.get("authority_tier")
         elif type_ in ("assignment.withdrawn", "case.solved") and \
                 payload.get("agent_id") == assigned:
-            assigned = None
-    return CaseView(facts, assigned, classified)
+            assigned, agent_tier = None, None
+    return CaseView(facts, assigned, classified, agent_tier)
 
 
 # --- triggers ----------------------------------------------------------------------------------

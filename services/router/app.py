@@ -171,8 +171,7 @@ class RouterApp:
         await _lock(conn)
         row = await conn.fetchrow(
             "SELECT state, waiting, last_agent FROM router_case WHERE case_id = $1", c.case_id)
-        if row is not None and row["state"] in ("offered", "assigned"):
-            return NOTHING  # the case is with an agent; later contacts follow it
+        with_agent = row is not None and row["state"] in ("offered", "assigned")
         key = customer_key(c.customer)
         history = await self.history(conn, key, c.contact_id, now)
         classified = classify(c, self.config.classifier, self.config.taxonomy, self.policy,
@@ -184,6 +183,16 @@ class RouterApp:
                 c.contact_id, key, c.case_id, classified.intent, c.received_at)
         events = [CaseEvent.derived(env.id, "case.classified", c.case_id, "case.classified",
                                     now, classified)]
+        if with_agent:
+            # The case stays with its agent, but the new contact is classified all the same:
+            # a refund now beyond the agent's authority is what escalation acts on, and the
+            # requirements are kept current for a re-queue (escalation, transfer).
+            assert row is not None
+            before = core.case_from_json(json.loads(row["waiting"]))
+            now_needs = replace(before, requirements=core.requirements_of(classified, c.channel))
+            await conn.execute("UPDATE router_case SET waiting = $2 WHERE case_id = $1",
+                               c.case_id, json.dumps(core.case_to_json(now_needs)))
+            return Decision(events=tuple(events))
         decision = await self.enqueue(conn, env, c, row, classified, now)
         await conn.execute("UPDATE router_case SET contact_text = $2, customer_key = $3"
                            " WHERE case_id = $1", c.case_id,
@@ -251,14 +260,45 @@ class RouterApp:
 
     async def on_escalated(self, conn: asyncpg.Connection, env: Envelope, e: ce.CaseEscalated,
                            now: datetime) -> Decision:
-        """An escalated case still waiting moves to the front: urgent, re-evaluated at once."""
+        """An escalated case still waiting moves to the front: urgent, re-evaluated at once.
+        An escalation to a higher-tier queue takes the case back and routes it there."""
         await _lock(conn)
+        if e.requeue is not None:
+            return await self.escalate_to_tier(conn, env, e, e.requeue, now)
         raw = await conn.fetchval(
             "SELECT waiting FROM router_case WHERE case_id = $1 AND state = 'waiting'", e.case_id)
         if raw is None:
             return NOTHING
         case = core.raise_priority(core.case_from_json(json.loads(raw)), "urgent")
         return await self.route_one(conn, case, env.id, f"escalated: {e.reason}", now)
+
+    async def escalate_to_tier(self, conn: asyncpg.Connection, env: Envelope,
+                               e: ce.CaseEscalated, to: ce.EscalationRequeue,
+                               now: datetime) -> Decision:
+        """Like a transfer, decided by the escalation policy: the holder's offer or assignment is
+        released, and the case waits, urgent, for an agent of the tier that can act on it. The
+        receiving agent's acceptance is the escalation's acknowledgement."""
+        case = await self.requeue(conn, e.case_id, None)
+        if case is None:
+            return NOTHING
+        await self.release(conn, e.case_id, now)
+        req = case.requirements
+        # A tier queue is staffed for authority, not product: unless the policy names a skill,
+        # any agent of the tier may take it at once (a preferred skill would hold the customer
+        # until the relaxation step drops it; the packet carries the product context instead).
+        skill = to.skill or "general"
+        moved = replace(core.raise_priority(case, "urgent"), queued_at=now, previous_agent=None,
+                        previous_until=None,
+                        requirements=routing.Requirements(
+                            skill=skill, min_proficiency=1,
+                            min_tier=max(req.min_tier, to.min_authority_tier),
+                            language=req.language, channel=req.channel))
+        queue = to.queue or routing.queue_name(skill, req.channel)
+        decision = Decision(events=(core.queued_event(env.id, moved, queue, now),))
+        decision += await self.route_one(
+            conn, moved, env.id, f"escalated to tier {to.min_authority_tier}: {e.reason}", now)
+        return decision + await self.dispatch(conn, env.id, "capacity freed", now,
+                                              skip=[e.case_id])
 
     async def on_profile(self, conn: asyncpg.Connection, env: Envelope, p: ag.AgentProfile,
                          now: datetime) -> Decision:
@@ -317,7 +357,9 @@ class RouterApp:
                            a.case_id, a.agent_id, now)
         accepted = ce.AssignmentAccepted(case_id=a.case_id, offer_id=a.offer_id,
                                          agent_id=a.agent_id)
-        assigned = ce.CaseAssigned(case_id=a.case_id, agent_id=a.agent_id)
+        tier = await conn.fetchval("SELECT (profile->>'authority_tier')::int FROM router_agent"
+                                   " WHERE agent_id = $1", a.agent_id)
+        assigned = ce.CaseAssigned(case_id=a.case_id, agent_id=a.agent_id, authority_tier=tier)
         return Decision(events=(
             CaseEvent.derived(env.id, "assignment.accepted", a.case_id, "assignment.accepted",
                               now, accepted),

@@ -195,6 +195,8 @@ class AssignmentWithdrawn(Contract):
 class CaseAssigned(Contract):
     case_id: str
     agent_id: str
+    # The agent's authority tier when assigned, so the log says what they may approve.
+    authority_tier: int | None = Field(default=None, ge=1, le=9)
 
 
 class ReplySent(Contract):

@@ -287,3 +287,16 @@ def test_the_packaged_policy_loads_and_its_schema_is_current() -> None:
     path = Path(policy.__file__).parent / "policies" / "policy.schema.json"
     assert json.loads(path.read_text()) == policy.json_schema(), \
         "run: python -c 'from services.escalation.policy import write_schema; write_schema()'"
+
+
+def test_the_assigned_agents_tier_comes_from_case_assigned_not_the_customer_tier() -> None:
+    from services.escalation.core import view
+
+    history = [
+        ("case.opened", {"channel": "email", "customer": {"tier": "gold"}}),
+        ("case.assigned", {"case_id": "c", "agent_id": "agent-chen", "authority_tier": 1}),
+        ("contact.received", {"channel": "email", "details": {"customer_tier": "gold"}}),
+    ]
+    seen = view(history)
+    assert seen.assigned_agent == "agent-chen" and seen.assigned_tier == 1
+    assert seen.facts["customer_tier"] == "gold"
