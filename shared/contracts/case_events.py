@@ -530,4 +530,5 @@ CASE_EVENT_TYPES: dict[str, type[Contract]] = {
 ROUTING_OFFER_TYPES: dict[str, type[Contract]] = {"assignment.offered": AssignmentOffered}
 SUPERVISOR_NOTIFICATION_TYPES: dict[str, type[Contract]] = {
     "supervisor.notification": SupervisorNotification,
+    "supervisor.digest": SupervisorDigest,
 }

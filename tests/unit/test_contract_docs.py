@@ -60,7 +60,8 @@ def test_every_reference_resolves(asyncapi: dict[str, Any]) -> None:
 def test_channels_carry_the_right_types_and_sides(asyncapi: dict[str, Any]) -> None:
     by_address = {c["address"]: c for c in asyncapi["channels"].values()}
     assert set(by_address["routing.offers"]["messages"]) == {"assignment.offered"}
-    assert set(by_address["supervisor.notifications"]["messages"]) == {"supervisor.notification"}
+    assert set(by_address["supervisor.notifications"]["messages"]) == {
+        "supervisor.notification", "supervisor.digest"}
     assert set(by_address["helpdesk.inbound.chat"]["messages"]) == \
         set(INBOUND_TOPICS["helpdesk.inbound.chat"])
     assert by_address["helpdesk.agents"]["bindings"]["kafka"]["topicConfiguration"] == \
