@@ -2,8 +2,8 @@
 
 Whoever edits a policy file by hand needs to see *where* it is wrong, not a pydantic dump: every
 validation error becomes `file:line: field.path: message`. The line comes from a small JSON
-walker that records the line of every key and array element by path (the same approach as
-`services/sla/policy.py`, factored here for the other services' policy files).
+walker that records the line of every key and array element by path. Used by the SLA and
+escalation policy files; a service may raise its own subclass of `PolicyFileError`.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ class PolicyFileError(ValueError):
     """A policy file that does not validate; the message names the file, line and field."""
 
 
-def load_model(model: type[M], text: str, origin: str = "<policy>") -> M:
+def load_model(model: type[M], text: str, origin: str = "<policy>",
+               error: type[PolicyFileError] = PolicyFileError) -> M:
+    """`text` validated as `model`; a problem raises `error` naming origin:line: field."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PolicyFileError(f"{origin}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        raise error(f"{origin}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyFileError(describe(exc, text, origin)) from exc
+        raise error(describe(exc, text, origin)) from exc
 
 
 def describe(exc: ValidationError, text: str, origin: str) -> str:
@@ -85,7 +87,7 @@ def line_index(text: str) -> dict[tuple[str | int, ...], int]:
 
 
 def nearest_line(lines: dict[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
-    """The line of the longest prefix of `path` found in the file (pydantic adds tags)."""
+    """The line of the longest prefix of `path` found in the file (pydantic adds tags/indices)."""
     for n in range(len(path), -1, -1):
         if path[:n] in lines:
             return lines[path[:n]]

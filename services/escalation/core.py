@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from services.escalation.packet import History, build_packet, render_markdown, render_summary
-from services.escalation.policy import Policy, Rule, parse_duration, single_level
+from services.escalation.policy import Policy, Rule, single_level
 from shared.contracts import case_events as ce
 from shared.contracts.base import Contract, derive_event_id
 from shared.contracts.topics import SUPERVISOR_NOTIFICATIONS
+from shared.durations import parse_duration
 from shared.events import NOTHING, CaseEvent, Decision, Outbound
 
 __all__ = ["History", "build_packet", "render_markdown", "render_summary"]

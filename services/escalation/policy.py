@@ -20,22 +20,15 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.durations import parse_duration as parse_duration  # re-exported
+from shared.durations import positive_duration
 from shared.policy_files import load_model
 
 Trigger = Literal["sla.warning", "sla.breached", "authority", "frustration", "repeat_contact",
                   "supervisor_request", "agent_request"]
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text)
-    if not text or not match:
-        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 4h or 1d12h")
-    d, h, m, s = (int(g or 0) for g in match.groups())
-    return float(((d * 24 + h) * 60 + m) * 60 + s)
 
 
 Duration = Annotated[str, Field(description="90s, 15m, 4h, 1d12h")]
@@ -112,9 +105,7 @@ class Level(_Strict):
     @field_validator("ack_timeout")
     @classmethod
     def _timeout(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError("ack_timeout must be positive")
-        return value
+        return positive_duration(value, "ack_timeout must be positive")
 
 
 class When(_Strict):

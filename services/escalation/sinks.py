@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
-from services.escalation.policy import EmailSink, WebhookSink, parse_duration
+from services.escalation.policy import EmailSink, WebhookSink
 from shared.caselog.chain import canonical_json
 from shared.contracts import case_events as ce
 from shared.contracts.base import Contract
+from shared.durations import parse_duration
 
 ID_HEADER = "X-Switchboard-Notification-Id"
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"

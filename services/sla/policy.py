@@ -20,9 +20,11 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_lib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.sla.business_time import DAY, Calendar
+from shared.durations import parse_duration, positive_duration
+from shared.policy_files import PolicyFileError, load_model
 
 Metric = Literal["first_response", "next_response", "periodic_update", "resolution"]
 METRICS: tuple[Metric, ...] = ("first_response", "next_response", "periodic_update", "resolution")
@@ -30,19 +32,9 @@ METRICS: tuple[Metric, ...] = ("first_response", "next_response", "periodic_upda
 Signal = Literal["first_contact", "contact", "contact_after_reply", "agent_reply",
                  "pending_customer", "on_hold", "open", "solved", "reopened"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _INTERVAL = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 # Years of holidays resolved at load time; clocks run for days, not decades.
 HOLIDAY_YEARS = range(2024, 2036)
-
-
-def parse_duration(text: str) -> float:
-    """"90s", "15m", "4h", "1d12h" → seconds."""
-    match = _DURATION.match(text)
-    if not text or not match:
-        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 4h or 1d12h")
-    d, h, m, s = (int(g or 0) for g in match.groups())
-    return float(((d * 24 + h) * 60 + m) * 60 + s)
 
 
 class _Strict(BaseModel):
@@ -139,9 +131,7 @@ class Target(_Strict):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError("a target must be longer than zero")
-        return value
+        return positive_duration(value, "a target must be longer than zero")
 
     @cached_property
     def seconds(self) -> float:
@@ -224,7 +214,7 @@ class PolicyFile(_Strict):
         return self
 
 
-class PolicyError(ValueError):
+class PolicyError(PolicyFileError):
     """A policy file that does not validate; the message names the file, line and field."""
 
 
@@ -308,21 +298,7 @@ def with_channel_first_response(policy: Policy, seconds: Mapping[str, float]) ->
 
 
 def load_text(text: str, origin: str = "<policy>") -> Policy:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{origin}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-    try:
-        spec = PolicyFile.model_validate(raw)
-    except ValidationError as exc:
-        lines = _line_index(text)
-        problems = []
-        for err in exc.errors():
-            path = tuple(err["loc"])
-            line = _nearest_line(lines, path)
-            where = ".".join(str(p) for p in path) or "<root>"
-            problems.append(f"{origin}:{line}: {where}: {err['msg']}")
-        raise PolicyError("\n".join(problems)) from exc
+    spec = load_model(PolicyFile, text, origin, error=PolicyError)
     return Policy(spec, {name: _calendar(name, c) for name, c in spec.calendars.items()})
 
 
@@ -351,56 +327,3 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "Switchboard SLA policy"
     return schema
 
-
-# --- where in the file a field is ------------------------------------------------------------
-_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
-
-
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Line number of every key and array element, by path, from a small JSON walker."""
-    lines: dict[tuple[str | int, ...], int] = {}
-    decoder = json.JSONDecoder()
-
-    def ws(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def line_of(i: int) -> int:
-        return text.count("\n", 0, i) + 1
-
-    def value(i: int, path: tuple[str | int, ...]) -> int:
-        i = ws(i)
-        lines.setdefault(path, line_of(i))
-        if text[i] == "{":
-            i = ws(i + 1)
-            while text[i] != "}":
-                key, j = _scanstring(text, i + 1)
-                lines[(*path, key)] = line_of(i)
-                i = ws(ws(j) + 1)  # past the colon
-                i = ws(value(i, (*path, key)))
-                if text[i] == ",":
-                    i = ws(i + 1)
-            return i + 1
-        if text[i] == "[":
-            i, n = ws(i + 1), 0
-            while text[i] != "]":
-                lines[(*path, n)] = line_of(i)
-                i = ws(value(i, (*path, n)))
-                n += 1
-                if text[i] == ",":
-                    i = ws(i + 1)
-            return i + 1
-        _, end = decoder.raw_decode(text, i)
-        return int(end)
-
-    value(0, ())
-    return lines
-
-
-def _nearest_line(lines: dict[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
-    """The line of the longest prefix of `path` found in the file (pydantic adds tags/indices)."""
-    for n in range(len(path), -1, -1):
-        if path[:n] in lines:
-            return lines[path[:n]]
-    return 1
