@@ -345,11 +345,7 @@ class RouterApp:
     async def on_accepted(self, conn: asyncpg.Connection, env: Envelope, a: ag.OfferAccepted,
                           now: datetime) -> Decision:
         await _lock(conn)
-        updated = await conn.fetchval(
-            "UPDATE router_offer SET state = 'accepted', answered_at = $3 WHERE offer_id = $1"
-            " AND agent_id = $2 AND state = 'offered' RETURNING offer_id",
-            a.offer_id, a.agent_id, now)
-        if updated is None:
+        if not await _answer(conn, a.offer_id, a.agent_id, "accepted", now):
             return NOTHING  # unknown, expired, already answered or withdrawn
         await conn.execute("UPDATE router_agent SET missed = 0 WHERE agent_id = $1", a.agent_id)
         await conn.execute("UPDATE router_case SET state = 'assigned', last_agent = $2,"
@@ -370,11 +366,7 @@ class RouterApp:
     async def on_declined(self, conn: asyncpg.Connection, env: Envelope, d: ag.OfferDeclined,
                           now: datetime) -> Decision:
         await _lock(conn)
-        found = await conn.fetchval(
-            "UPDATE router_offer SET state = 'declined', answered_at = $3 WHERE offer_id = $1"
-            " AND agent_id = $2 AND state = 'offered' RETURNING offer_id",
-            d.offer_id, d.agent_id, now)
-        if found is None:
+        if not await _answer(conn, d.offer_id, d.agent_id, "declined", now):
             return NOTHING
         declined = CaseEvent.derived(
             env.id, "assignment.declined", d.case_id, "assignment.declined", now,
@@ -540,6 +532,16 @@ class RouterApp:
 
 async def _lock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _ROUTER_LOCK)
+
+
+async def _answer(conn: asyncpg.Connection, offer_id: str, agent_id: str, state: str,
+                  now: datetime) -> bool:
+    """Record the agent's answer to an offer still open; False if it was not (any more)."""
+    answered = await conn.fetchval(
+        "UPDATE router_offer SET state = $3, answered_at = $4 WHERE offer_id = $1"
+        " AND agent_id = $2 AND state = 'offered' RETURNING offer_id",
+        offer_id, agent_id, state, now)
+    return answered is not None
 
 
 async def load_seed_roster(runtime: ServiceRuntime) -> None:
