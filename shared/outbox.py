@@ -100,6 +100,11 @@ class OutboxRelay:
 
     async def drain_once(self, limit: int = 500) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
+            # One relay per service at a time, even with several instances: two relays
+            # publishing halves of the outbox at once could reorder a case's events.
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1), 0)",
+                                       f"outbox:{self._service}"):
+                return 0
             rows = await conn.fetch(
                 "SELECT id, topic, key, headers, value FROM outbox WHERE service = $1"
                 " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",

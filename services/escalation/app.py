@@ -42,7 +42,7 @@ def _esc(row: asyncpg.Record) -> core.Escalation:
     return core.Escalation(**{k: row[k] for k in _COLUMNS.split(", ")})
 
 
-async def save(conn: asyncpg.Connection, outcome: core.Outcome) -> None:
+async def save(conn: asyncpg.Connection, outcome: core.Outcome, now: datetime) -> None:
     """The outcome's state, in the caller's transaction (the runtime persists the decision)."""
     names = _COLUMNS.split(", ")
     if outcome.escalations:
@@ -55,8 +55,9 @@ async def save(conn: asyncpg.Connection, outcome: core.Outcome) -> None:
     if outcome.deliveries:
         await conn.executemany(
             "INSERT INTO escalation_delivery (notification_id, sink, case_id, body,"
-            " next_attempt_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-            [(d.notification_id, d.sink, d.case_id, sinks.body_of(d.body).decode())
+            " next_attempt_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            # the service's clock, not the database's: the delivery worker compares with it
+            [(d.notification_id, d.sink, d.case_id, sinks.body_of(d.body).decode(), now)
              for d in outcome.deliveries])
     if outcome.digest:
         await conn.executemany(
@@ -91,7 +92,10 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('esc:' || $1, 0))",
                            case_id)
         existing = [_esc(r) for r in await conn.fetch(
-            f"SELECT {_COLUMNS} FROM escalation WHERE case_id = $1 ORDER BY opened_at", case_id)]
+            # FOR UPDATE: a timer that claimed one of these rows finishes first, and we read
+            # what it wrote instead of overwriting it with a stale copy.
+            f"SELECT {_COLUMNS} FROM escalation WHERE case_id = $1 ORDER BY opened_at"
+            " FOR UPDATE", case_id)]
         history = await history_of(conn, case_id)
         case = core.view(history)
         tier = await agent_tier(conn, case)
@@ -113,7 +117,7 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
             opened = core.open_escalation(policy, hit, current + list(outcome.escalations),
                                           history, env.id, now, tier, case_id=case_id)
             outcome += opened
-        await save(conn, outcome)
+        await save(conn, outcome, now)
         return outcome.decision
 
     return dict.fromkeys((*CASE_TYPES, *ACTIVITY_TYPES), handle)
@@ -143,7 +147,7 @@ async def fire_due(runtime: ServiceRuntime, policy: Policy) -> int:
             history = await history_of(conn, esc.case_id)
             tier = await agent_tier(conn, core.view(history))
             outcome = core.fire(policy, esc, history, now, tier)
-            await save(conn, outcome)
+            await save(conn, outcome, now)
             await runtime.persist(conn, outcome.decision)
     if rows:
         runtime.wake_relay()
@@ -225,13 +229,16 @@ async def send_digests(runtime: ServiceRuntime, policy: Policy) -> int:
             if due is None:
                 continue
             digest, message = due
-            await conn.execute(
-                "UPDATE escalation_digest_item SET digest_id = $1"
-                " WHERE target = $2 AND digest_id IS NULL", digest.digest_id, target)
+            # Only the items this digest carries: items committed since the SELECT wait for
+            # the next one instead of being marked sent unseen.
+            await conn.executemany(
+                "UPDATE escalation_digest_item SET digest_id = $1 WHERE target = $2"
+                " AND case_id = $3 AND reason = $4 AND digest_id IS NULL",
+                [(digest.digest_id, target, e.case_id, e.reason) for e in entries])
             await enqueue(conn, runtime.name, [record_for_outbound(message, runtime.source)])
             await save(conn, core.Outcome(deliveries=tuple(
                 core.Delivery(digest.digest_id, s, None, digest)
-                for s in policy.spec.targets[target].sinks)))
+                for s in policy.spec.targets[target].sinks)), now)
             sent += 1
     if sent:
         runtime.wake_relay()

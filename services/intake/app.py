@@ -168,8 +168,9 @@ async def _directory(conn: asyncpg.Connection,
         return None
     row = await conn.fetchrow(
         "SELECT customer_id, names, emails, phones, tier, verified FROM intake_customer"
-        " WHERE ($1::text IS NOT NULL AND $1 = ANY(emails))"
-        " OR ($2::text IS NOT NULL AND $2 = ANY(phones)) ORDER BY customer_id LIMIT 1",
+        # `@>` (not `= ANY`) so the GIN indexes on the arrays are used
+        " WHERE ($1::text IS NOT NULL AND emails @> ARRAY[$1::text])"
+        " OR ($2::text IS NOT NULL AND phones @> ARRAY[$2::text]) ORDER BY customer_id LIMIT 1",
         email, phone)
     if row is None:
         return None

@@ -32,6 +32,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import CustomerIdentity
 from shared.contracts.topics import AGENT_ACTIVITY, AGENTS, CASE_EVENTS
 from shared.events import NOTHING, CaseEvent, Decision
+from shared.redaction import redact
 from shared.runtime import Route, ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ class RouterApp:
         declined = CaseEvent.derived(
             env.id, "assignment.declined", d.case_id, "assignment.declined", now,
             ce.AssignmentDeclined(case_id=d.case_id, offer_id=d.offer_id, agent_id=d.agent_id,
-                                  reason=d.reason))
+                                  reason=redact(d.reason) if d.reason else None))
         await self.touch_idle(conn, [d.agent_id], now)
         decision = Decision(events=(declined,))
         case = await self.requeue(conn, d.case_id, d.agent_id)
@@ -382,7 +383,8 @@ class RouterApp:
 
     async def on_replied(self, conn: asyncpg.Connection, env: Envelope, r: ag.AgentReplied,
                          now: datetime) -> Decision:
-        data = ce.ReplySent(case_id=r.case_id, agent_id=r.agent_id, text=r.text, at=r.at)
+        # Agents' words never pass through intake: redact them here, before the log.
+        data = ce.ReplySent(case_id=r.case_id, agent_id=r.agent_id, text=redact(r.text), at=r.at)
         return Decision(events=(CaseEvent.derived(env.id, "reply.sent", r.case_id,
                                                   "reply.sent", now, data),))
 

@@ -117,8 +117,9 @@ async def test_automated_mail_opens_no_case_and_duplicates_are_absorbed(
         contacts.raw_email(marker, f"Other {tag}", "A marker after the rest")), key=tag)
     await case_of(app_db, f"email:{marker}")  # same partition: everything before is processed
     case_id = await case_of(app_db, f"email:{person_id}")
-    assert [r.type for r in await read_case(app_db, case_id)] == ["case.opened",
-                                                                 "contact.received"]
+    # intake's own rows: the second delivery added nothing (router and sla rows may follow)
+    assert [r.type for r in await read_case(app_db, case_id)
+            if r.source == "switchboard/intake"] == ["case.opened", "contact.received"]
     assert await app_db.fetchval("SELECT count(*) FROM intake_thread WHERE thread_key = $1",
                                  f"email:{auto_id}") == 0
 

@@ -164,3 +164,16 @@ async def test_a_status_set_on_the_desktop_reaches_the_case_stream(
                    {"agent_id": "agent-bo", "status": "pending_customer"})
     [changed] = await payloads(app_db, case_id, "case.status_changed")
     assert changed["status"] == "pending_customer" and changed["agent_id"] == "agent-bo"
+
+
+async def test_an_agents_reply_is_redacted_before_the_log(
+    endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
+) -> None:
+    bootstrap = endpoints.kafka_bootstrap_servers
+    case_id = await new_chat(bootstrap, app_db, GERMAN[2])
+    await activity(bootstrap, "agent.replied", case_id,
+                   {"agent_id": "agent-bo", "text": "Refunded to 4111 1111 1111 1111, exp 12/27."})
+    [reply] = await payloads(app_db, case_id, "reply.sent")
+    assert "4111 1111 1111 1111" not in reply["text"] and "****1111" in reply["text"]
+    rows = await read_case(app_db, case_id)
+    assert all("4111 1111 1111 1111" not in r.data for r in rows)

@@ -102,7 +102,7 @@ async def test_a_redelivered_inbound_event_doubles_nothing(
     await publish(bootstrap, INBOUND_VOICE, contacts.call_started(f"c-{tag}"), headers,
                   key=f"c-{tag}")
     case_id = await case_of(app_db, f"call:c-{tag}")
-    before = await wait_types(app_db, case_id, {"escalation.notified", "case.queued"})
+    await wait_types(app_db, case_id, {"escalation.notified", "case.queued"})
 
     await publish(bootstrap, INBOUND_VOICE, contacts.call_started(f"c-{tag}"), headers,
                   key=f"c-{tag}")
@@ -115,7 +115,6 @@ async def test_a_redelivered_inbound_event_doubles_nothing(
     await wait_types(app_db, case_id, {"contact.activity_recorded"})
     after = Counter(await types_of(app_db, case_id))
     # Timers (SLA warnings, routing steps) may add events meanwhile; the duplicate adds none.
-    assert Counter(before) - after == Counter()
     for once in ("case.opened", "contact.received", "sla.started", "sla.breached",
                  "case.escalated", "escalation.notified"):
         assert after[once] == 1, (once, after)
