@@ -24,7 +24,7 @@ from shared.caselog.store import read_case
 from shared.contracts import agents as ag
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
-from shared.contracts.topics import AGENT_ACTIVITY, AGENTS, CASE_EVENTS
+from shared.contracts.topics import AGENT_ACTIVITY, CASE_EVENTS
 from shared.events import NOTHING, CaseEvent, Decision
 from shared.outbox import enqueue, record_for_outbound
 from shared.runtime import Route, ServiceRuntime
@@ -67,16 +67,6 @@ async def save(conn: asyncpg.Connection, outcome: core.Outcome, now: datetime) -
             [(d.target, d.case_id, d.reason, d.at, d.summary) for d in outcome.digest])
 
 
-async def agent_tier(conn: asyncpg.Connection, case: core.CaseView) -> int | None:
-    """The assigned agent's tier: as logged on case.assigned, else from their last profile."""
-    if case.assigned_agent is None or case.assigned_tier is not None:
-        return case.assigned_tier
-    agent_id = case.assigned_agent
-    tier: int | None = await conn.fetchval(
-        "SELECT authority_tier FROM escalation_agent WHERE agent_id = $1", agent_id)
-    return tier
-
-
 async def history_of(conn: asyncpg.Connection, case_id: str) -> core.History:
     return [(row.type, row.payload) for row in await read_case(conn, case_id)]
 
@@ -98,7 +88,7 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
             " FOR UPDATE", case_id)]
         history = await history_of(conn, case_id)
         case = core.view(history)
-        tier = await agent_tier(conn, case)
+        tier = case.assigned_tier  # as the router logged it on case.assigned
         outcome = core.NONE
         for esc in existing:
             if env.type == "case.assigned":
@@ -123,17 +113,6 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
     return dict.fromkeys((*CASE_TYPES, *ACTIVITY_TYPES), handle)
 
 
-async def on_profile(conn: asyncpg.Connection, env: Envelope, p: ag.AgentProfile,
-                     now: datetime) -> Decision:
-    await conn.execute(
-        "INSERT INTO escalation_agent (agent_id, authority_tier, updated_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (agent_id) DO UPDATE SET authority_tier = EXCLUDED.authority_tier,"
-        " updated_at = EXCLUDED.updated_at"
-        " WHERE escalation_agent.updated_at <= EXCLUDED.updated_at",
-        p.agent_id, p.authority_tier, p.changed_at)
-    return NOTHING
-
-
 # --- the background loop ---------------------------------------------------------------------
 async def fire_due(runtime: ServiceRuntime, policy: Policy) -> int:
     """Acknowledgement timeouts that passed: repeat, next level or exhausted, each exactly once."""
@@ -145,7 +124,7 @@ async def fire_due(runtime: ServiceRuntime, policy: Policy) -> int:
         for row in rows:
             esc = _esc(row)
             history = await history_of(conn, esc.case_id)
-            tier = await agent_tier(conn, core.view(history))
+            tier = core.view(history).assigned_tier
             outcome = core.fire(policy, esc, history, now, tier)
             await save(conn, outcome, now)
             await runtime.persist(conn, outcome.decision)
@@ -270,8 +249,6 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     policy = load_policy(runtime)
     log.info("escalation policy %s: %d rules", policy.version, len(policy.spec.rules))
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, policy),
-                            reject_unknown_types=False))
-    runtime.subscribe(Route(AGENTS, ag.AGENT_TOPIC_TYPES, {"agent.profile_changed": on_profile},
                             reject_unknown_types=False))
     activity = handlers(runtime, policy)
     runtime.subscribe(Route(AGENT_ACTIVITY, ag.AGENT_ACTIVITY_TYPES,

@@ -229,10 +229,15 @@ SlaMetric = Literal["first_response", "next_response", "periodic_update", "resol
 SlaTimeBasis = Literal["business", "calendar"]
 
 
-class SlaStarted(Contract):
+class SlaClockEvent(Contract):
+    """What every SLA event names: the case, the clock and the metric it measures."""
+
     case_id: str
     clock_id: str
     metric: SlaMetric
+
+
+class SlaStarted(SlaClockEvent):
     # The policy version the clock started under (`switchboard sla replay` compares against it).
     policy: str
     target_seconds: float
@@ -246,10 +251,7 @@ class SlaStarted(Contract):
     business_remaining_seconds: float | None = None
 
 
-class SlaMet(Contract):
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
+class SlaMet(SlaClockEvent):
     due_at: datetime
     met_at: datetime
     remaining_seconds: float
@@ -257,10 +259,7 @@ class SlaMet(Contract):
     business_remaining_seconds: float | None = None
 
 
-class SlaBreached(Contract):
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
+class SlaBreached(SlaClockEvent):
     due_at: datetime
     breached_at: datetime
     overdue_seconds: float
@@ -269,12 +268,9 @@ class SlaBreached(Contract):
     business_overdue_seconds: float | None = None
 
 
-class SlaWarning(Contract):
+class SlaWarning(SlaClockEvent):
     """A running clock crossed a warning threshold; `warned_at` is the true threshold instant."""
 
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
     policy: str
     threshold: str  # as configured: "75%" or "10m" before the due instant
     due_at: datetime
@@ -282,10 +278,7 @@ class SlaWarning(Contract):
     business_remaining_seconds: float
 
 
-class SlaPaused(Contract):
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
+class SlaPaused(SlaClockEvent):
     policy: str
     reason: str
     paused_at: datetime
@@ -294,10 +287,7 @@ class SlaPaused(Contract):
     business_remaining_seconds: float
 
 
-class SlaResumed(Contract):
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
+class SlaResumed(SlaClockEvent):
     policy: str
     reason: str
     resumed_at: datetime
@@ -305,12 +295,9 @@ class SlaResumed(Contract):
     business_remaining_seconds: float
 
 
-class SlaCancelled(Contract):
+class SlaCancelled(SlaClockEvent):
     """The clock no longer applies (case solved before a reply, the policy rule changed…)."""
 
-    case_id: str
-    clock_id: str
-    metric: SlaMetric
     policy: str
     reason: str
     cancelled_at: datetime

@@ -100,7 +100,8 @@ CATALOGUE: tuple[TopicDoc, ...] = (
     TopicDoc(
         t.AGENT_ACTIVITY, AGENT_ACTIVITY_TYPES,
         key="the case id, so that what agents do on a case stays in order",
-        sent_by="front-end", senders="agent desktops", receivers="Switchboard router",
+        sent_by="front-end", senders="agent desktops",
+        receivers="Switchboard router and escalation",
         description="What agents do on cases: accept or decline offers, reply, solve.",
     ),
     TopicDoc(

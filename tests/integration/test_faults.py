@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -30,6 +31,18 @@ async def publish_chats(bootstrap: str, sessions: list[str]) -> None:
     for session in sessions:
         await publish(bootstrap, INBOUND_CHAT, contacts.chat_message(session, "Order never came"),
                       cloudevent_headers("chat.message"), key=session)
+
+
+async def chats_around_a_fault(bootstrap: str, label: str, n: int, fault: Callable[[], object],
+                               recover: Callable[[], object] = lambda: None) -> list[str]:
+    """Half the chats before the fault, half after it, then recovery: their session ids."""
+    tag = uuid.uuid4().hex[:8]
+    sessions = [f"{label}-{tag}-{i}" for i in range(n)]
+    await publish_chats(bootstrap, sessions[: n // 2])
+    fault()
+    await publish_chats(bootstrap, sessions[n // 2:])
+    recover()
+    return sessions
 
 
 async def assert_each_session_logged_once(db: asyncpg.Connection, sessions: list[str]) -> None:
@@ -58,12 +71,9 @@ async def assert_each_session_logged_once(db: asyncpg.Connection, sessions: list
 async def test_intake_killed_mid_stream_loses_and_doubles_nothing(
     endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    sessions = [f"kill-{tag}-{n}" for n in range(30)]
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[:15])
-    services.kill("intake")
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[15:])
-    services.start("intake")
+    sessions = await chats_around_a_fault(
+        endpoints.kafka_bootstrap_servers, "kill", 30,
+        fault=lambda: services.kill("intake"), recover=lambda: services.start("intake"))
     await assert_each_session_logged_once(app_db, sessions)
 
 
@@ -110,13 +120,11 @@ async def test_sla_killed_while_clocks_fall_due_fires_each_breach_exactly_once(
 async def test_a_database_restart_loses_nothing(
     endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    sessions = [f"pg-{tag}-{n}" for n in range(10)]
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[:5])
     await app_db.close()
-    postgres.stop(TEST_STATE_DIR)
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[5:])
-    local.up(TEST_STATE_DIR, fast=True)
+    sessions = await chats_around_a_fault(
+        endpoints.kafka_bootstrap_servers, "pg", 10,
+        fault=lambda: postgres.stop(TEST_STATE_DIR),
+        recover=lambda: local.up(TEST_STATE_DIR, fast=True))
     db = await asyncpg.connect(endpoints.database_url)
     try:
         await assert_each_session_logged_once(db, sessions)
@@ -128,11 +136,11 @@ async def test_a_database_restart_loses_nothing(
 async def test_a_broker_restart_loses_nothing(
     endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    sessions = [f"kafka-{tag}-{n}" for n in range(10)]
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[:5])
-    kafka.stop(TEST_STATE_DIR)
-    local.up(TEST_STATE_DIR, fast=True)
-    await publish_chats(endpoints.kafka_bootstrap_servers, sessions[5:])
+    def restart_broker() -> None:  # the second half can only be published once it is back
+        kafka.stop(TEST_STATE_DIR)
+        local.up(TEST_STATE_DIR, fast=True)
+
+    sessions = await chats_around_a_fault(endpoints.kafka_bootstrap_servers, "kafka", 10,
+                                          fault=restart_broker)
     await assert_each_session_logged_once(app_db, sessions)
     assert all(services.alive().values()), services.alive()

@@ -18,6 +18,5 @@ GRANT SELECT, INSERT, UPDATE ON sla_case TO {app_role};
 GRANT SELECT, INSERT ON sla_input TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON escalation TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON escalation_delivery TO {app_role};
-GRANT SELECT, INSERT, UPDATE ON escalation_agent TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON escalation_digest_item TO {app_role};
 GRANT SELECT, INSERT ON escalation_input TO {app_role};
