@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
 .PHONY: help setup infra-up infra-down run test test-unit test-integration lint typecheck \
-        schemas bench clean
+        schemas bench bench-e2e clean
 
 help:
 	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
 	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
+	@echo "make bench-e2e  the whole pipeline under load (about 10 min), recorded likewise"
 	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
 
 # The virtualenv and the project, reinstalled when pyproject.toml changes.
@@ -61,6 +62,10 @@ bench: infra-up
 	$(PY) benchmarks/case_log_append.py
 	$(PY) benchmarks/router_decisions.py --accuracy
 	$(PY) benchmarks/sla_timers.py
+
+# Starts its own broker and database in .switchboard/bench; BENCH_ARGS=--help lists the knobs.
+bench-e2e: setup
+	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
 
 clean:
 	-$(SB) infra down

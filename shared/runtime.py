@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -20,6 +22,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord
+from aiokafka.client import AIOKafkaClient
 from faststream import FastStream
 from faststream.kafka import KafkaMessage
 from opentelemetry import propagate, trace
@@ -33,18 +36,22 @@ from shared.contracts.dead_letter import DeadLetterHeaders
 from shared.contracts.envelope import Envelope, EnvelopeError
 from shared.contracts.topics import dlq
 from shared.events import Decision
+from shared.failures import clean_text, is_transient, safe_reason, safe_traceback
 from shared.kafka import make_broker, subscriber_options
-from shared.outbox import OutboxRelay, enqueue, record_for_event, record_for_outbound
+from shared.logs import RateLimitedLog
+from shared.outbox import (
+    OutboxRecord,
+    OutboxRelay,
+    enqueue,
+    record_for_event,
+    record_for_outbound,
+)
 from shared.settings import Settings
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope, Any, datetime], Awaitable[Decision]]
-TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
-             asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
-             asyncpg.exceptions.AdminShutdownError, TimeoutError)
 MAX_ATTEMPTS_FOR_NON_TRANSIENT = 3
 
 
@@ -57,6 +64,22 @@ class Rejected(Exception):
 
 
 @dataclass(frozen=True)
+class Traced:
+    """A decision with the trace it was made in: its rows and records keep that trace even
+    when they are written later, with the rest of the batch."""
+
+    decision: Decision
+    trace_id: str | None
+    carrier: dict[str, str]
+
+    @classmethod
+    def now(cls, decision: Decision) -> Traced:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return cls(decision, current_trace_id(), carrier)
+
+
+@dataclass(frozen=True)
 class _Work:
     """A decoded record waiting for its handler."""
 
@@ -64,6 +87,30 @@ class _Work:
     envelope: Envelope
     payload: Contract
     handler: Handler
+
+
+class BatchHooks:
+    """How a service that keeps state in memory follows the runtime's transactions.
+
+    `begin` runs in the transaction before the records (load what they need in one go),
+    `before_commit` after them (save the state they changed), `committed` once the commit
+    succeeded, `rolled_back` when it did not (drop what the records changed in memory). With
+    `serial`, one transaction at a time: records of different topics never interleave.
+    """
+
+    serial: asyncio.Lock | None = None
+
+    async def begin(self, conn: asyncpg.Connection, items: list[tuple[Envelope, Any]]) -> None:
+        return None
+
+    async def before_commit(self, conn: asyncpg.Connection) -> None:
+        return None
+
+    def committed(self) -> None:
+        return None
+
+    def rolled_back(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -76,6 +123,10 @@ class Route:
     # Inbound topics reject unknown types; on cases.events a service skips types it does not use.
     reject_unknown_types: bool = True
     max_bytes: int | None = None
+
+    @functools.cached_property
+    def handled(self) -> frozenset[bytes]:
+        return frozenset(t.encode() for t in self.handlers)
 
 
 @dataclass
@@ -90,6 +141,11 @@ class ServiceRuntime:
     # Long-running jobs (timers), started after the broker.
     background: list[Callable[[ServiceRuntime], Coroutine[Any, Any, None]]] = field(
         default_factory=list)
+    # A service that keeps state in memory (the router) follows each transaction here.
+    hooks: BatchHooks = field(default_factory=lambda: BatchHooks())
+    # Append a batch's events once, after all its records: for services whose handlers never
+    # read the case log (a handler that does would not see what earlier records appended).
+    defer_appends: bool = False
     dead_lettered: int = 0
     processed: int = 0
 
@@ -103,6 +159,8 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._log = RateLimitedLog(log, every_seconds=10.0)
+        self.ready = False  # connected to both and consuming
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -142,16 +200,21 @@ class ServiceRuntime:
         await self._close_pool()
 
     async def _open_pool(self) -> None:
-        self._pool = await _connect_with_retry(self.settings.database_url)
+        """Wait for PostgreSQL and Kafka, however long they are away (bounded backoff, one log
+        line per kind every few seconds): a service started during an outage comes up after it,
+        instead of exiting."""
+        self._pool = await _connect_with_retry(self.settings.database_url, self._log)
         for step in self.startup:
             await step(self)
+        await wait_for_kafka(self.settings.kafka_bootstrap_servers, self._log)
 
     async def _close_pool(self) -> None:
         if self._pool is not None:
             await self._pool.close()
 
     async def _start_tasks(self) -> None:
-        self._relay = OutboxRelay(self.pool, self.broker, self.name)
+        self._relay = OutboxRelay(self.pool, self.settings.kafka_bootstrap_servers, self.name)
+        self.ready = True
         self._tasks = [asyncio.create_task(self._relay.run(), name=f"{self.name}-relay")]
         for job in self.background:
             self._tasks.append(asyncio.create_task(job(self), name=f"{self.name}-job"))
@@ -166,9 +229,11 @@ class ServiceRuntime:
     async def process_batch(self, records: list[ConsumerRecord[Any, Any]], route: Route) -> None:
         """Decide a consumed batch in one transaction: one commit, batched log appends.
 
-        If the batch fails as a whole (a record the database refuses, a handler's rejection, the
-        database going away), it is rolled back and its records are retried one at a time, so
-        one bad record costs only itself.
+        Returns only when every record is processed or dead-lettered: the caller then
+        acknowledges the batch, so nothing can be skipped. If the batch fails as a whole (a
+        record the database refuses, a handler's rejection, the database going away), it is
+        rolled back and its records are retried one at a time, so one bad record costs only
+        itself.
         """
         work: list[_Work] = []
         for record in records:
@@ -182,30 +247,67 @@ class ServiceRuntime:
                 work.append(_Work(record, envelope, payload, route.handlers[envelope.type]))
         if not work:
             return
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
+        async with self._serial():
+            try:
+                await self._transaction(work)
+            except Exception as exc:
+                self._log.warning("%s: batch of %d failed (%s); one record at a time",
+                                  self.name, len(work), safe_reason(exc))
                 for item in work:
-                    await self._decide(conn, item)
-        except Exception as exc:
-            log.info("%s: batch of %d failed (%r); one record at a time", self.name, len(work),
-                     exc)
-            for item in work:
-                await self._run_with_retry(item)
-            return
+                    await self._run_with_retry(item)
+                return
         self.processed += len(work)
         self.wake_relay()
 
-    async def _decide(self, conn: asyncpg.Connection, item: _Work) -> None:
+    def _serial(self) -> contextlib.AbstractAsyncContextManager[object]:
+        lock = self.hooks.serial
+        return lock if lock is not None else contextlib.nullcontext()
+
+    async def _transaction(self, work: list[_Work]) -> None:
+        """The records' decisions in one transaction, followed by the service's hooks."""
+        deferred: list[Traced] | None = [] if self.defer_appends else None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.hooks.begin(conn, [(w.envelope, w.payload) for w in work])
+                for item in work:
+                    await self._decide(conn, item, deferred)
+                if deferred:
+                    await self.persist_traced(conn, deferred)
+                await self.hooks.before_commit(conn)
+        except BaseException:
+            self.hooks.rolled_back()
+            raise
+        self.hooks.committed()
+
+    async def _decide(self, conn: asyncpg.Connection, item: _Work,
+                      deferred: list[Traced] | None) -> None:
         # Each record is handled in a span continuing its own trace (a batch's consumer span
         # only links to them), so log rows and outbox messages keep the contact's trace id.
         parent = propagate.extract(_text_headers(item.record))
         with self._tracer.start_as_current_span(f"{item.record.topic} handle", context=parent):
             decision = await item.handler(conn, item.envelope, item.payload, self.clock.now())
-            await self.persist(conn, decision)
+            if deferred is None:
+                await self.persist(conn, decision)
+            elif decision.events:
+                deferred.append(Traced.now(decision))
 
     def _decode(
         self, record: ConsumerRecord[Any, Any], route: Route
     ) -> tuple[Envelope, Contract] | None:
+        """The envelope and payload, None for a type this service does not handle, or Rejected
+        with a reason that quotes nothing of the record (whatever the decoder raised)."""
+        try:
+            return self._decode_unchecked(record, route)
+        except Rejected:
+            raise
+        except Exception as exc:  # a decoder bug or a limit we did not foresee: never skip
+            raise Rejected(f"undecodable: {safe_reason(exc)}") from exc
+
+    def _decode_unchecked(
+        self, record: ConsumerRecord[Any, Any], route: Route
+    ) -> tuple[Envelope, Contract] | None:
+        if not route.reject_unknown_types and _header(record, "ce_type") not in route.handled:
+            return None  # a type this service does not act on: not worth decoding
         value: bytes = record.value or b""
         limit = route.max_bytes or self.settings.max_inbound_event_bytes
         if len(value) > limit:
@@ -217,7 +319,7 @@ class ServiceRuntime:
         model = route.models.get(envelope.type)
         if model is None:
             if route.reject_unknown_types:
-                raise Rejected(f"unknown event type {envelope.type!r} on {route.topic}")
+                raise Rejected(f"unknown event type {envelope.type[:100]!r} on {route.topic}")
             return None
         if envelope.type not in route.handlers:
             return None
@@ -228,40 +330,51 @@ class ServiceRuntime:
         return envelope, payload
 
     async def _run_with_retry(self, item: _Work) -> None:
+        """One record in its own transaction. Transient failures wait and retry, the partition
+        waiting with them; anything else is retried a few times, then dead-lettered."""
         record, envelope = item.record, item.envelope
         backoff, failures = 0.2, 0
         while True:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await self._decide(conn, item)
+                await self._transaction([item])
                 self.processed += 1
                 self.wake_relay()
                 return
             except Rejected as exc:  # the handler found the input unprocessable: no retry
                 await self.dead_letter(record, f"{envelope.type}: {exc}")
                 return
-            except TRANSIENT as exc:
-                log.warning("%s: transient failure, retrying in %.1fs: %r", self.name, backoff, exc)
-            except Exception as exc:  # a bug or data the database refuses: bounded retries
-                failures += 1
-                log.exception("%s: %s failed (%d)", self.name, envelope.type, failures)
-                if failures >= MAX_ATTEMPTS_FOR_NON_TRANSIENT:
-                    await self.dead_letter(record, f"processing failed: {exc!r}"[:2000])
-                    return
+            except Exception as exc:
+                if is_transient(exc):
+                    self._log.warning("%s: transient failure, retrying in %.1fs: %s",
+                                      self.name, backoff, safe_reason(exc))
+                else:  # a bug or data the database refuses: bounded retries
+                    failures += 1
+                    log.error("%s: %s failed (%d): %s", self.name, envelope.type, failures,
+                              safe_traceback(exc))
+                    if failures >= MAX_ATTEMPTS_FOR_NON_TRANSIENT:
+                        await self.dead_letter(record, f"processing failed: {safe_reason(exc)}")
+                        return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
     async def persist(self, conn: asyncpg.Connection, decision: Decision) -> None:
         """Append the decision's events and queue what to publish, in the caller's transaction."""
+        await self.persist_traced(conn, [Traced.now(decision)])
+
+    async def persist_traced(self, conn: asyncpg.Connection, decisions: list[Traced]) -> None:
+        """Append several decisions' events at once (one lock, one look-up of known ids and of
+        chain heads, one COPY), each row with its own trace, and queue what to publish."""
         fresh = await append_events(
-            conn, decision.events, source=self.source, trace_id=current_trace_id()
-        )
+            conn, [(e, t.trace_id) for t in decisions for e in t.decision.events],
+            source=self.source)
         fresh_ids = {e.event_id for e in fresh}
-        records = [record_for_event(e, self.source) for e in fresh]
-        records += [
-            record_for_outbound(m, self.source) for m in decision.outbound
-            if m.caused_by in fresh_ids
-        ]
+        records: list[OutboxRecord] = []
+        for t in decisions:
+            records += [record_for_event(e, self.source, t.carrier)
+                        for e in t.decision.events if e.event_id in fresh_ids]
+            records += [record_for_outbound(m, self.source, t.carrier)
+                        for m in t.decision.outbound if m.caused_by in fresh_ids]
+            fresh_ids -= {e.event_id for e in t.decision.events}  # one record per new event
         await enqueue(conn, self.name, records)
 
     def wake_relay(self) -> None:
@@ -269,39 +382,81 @@ class ServiceRuntime:
             self._relay.wake()
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
-        """Publish the original bytes with the reason and the source position; retry until sent."""
+        """Keep the record in `dead_letter` with the reason and its source position, and queue
+        its copy for `<topic>.dlq`, in one transaction (retried while PostgreSQL is away: the
+        partition waits). A copy Kafka cannot take is parked by the relay; the row stays."""
+        reason = clean_text(reason)
         original = [[k, base64.b64encode(v or b"").decode()] for k, v in record.headers or ()]
+        failed_at = self.clock.now()
         headers = DeadLetterHeaders(
             dlq_reason=reason, dlq_service=self.name, dlq_source_topic=record.topic,
             dlq_source_partition=str(record.partition), dlq_source_offset=str(record.offset),
-            dlq_failed_at=self.clock.now().isoformat(), dlq_original_headers=json.dumps(original),
+            dlq_failed_at=failed_at.isoformat(), dlq_original_headers=json.dumps(original),
         ).model_dump()
         log.warning("%s: dead-lettering %s[%d]@%d: %s", self.name, record.topic,
                     record.partition, record.offset, reason)
+        copy = OutboxRecord(dlq(record.topic), record.key or b"", headers, record.value or b"")
         backoff = 0.2
         while True:
             try:
-                await self.broker.publish(
-                    record.value or b"", dlq(record.topic), key=record.key, headers=headers
-                )
+                async with self.pool.acquire() as conn, conn.transaction():
+                    new = await conn.fetchval(
+                        "INSERT INTO dead_letter (service, source_topic, source_partition,"
+                        " source_offset, key, headers, value, reason, failed_at)"
+                        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (service,"
+                        " source_topic, source_partition, source_offset) DO NOTHING RETURNING 1",
+                        self.name, record.topic, record.partition, record.offset,
+                        record.key, json.dumps(original), record.value or b"", reason, failed_at)
+                    if new:  # a redelivered poison record is not dead-lettered twice
+                        await enqueue(conn, self.name, [copy])
                 self.dead_lettered += 1
+                self.wake_relay()
                 return
-            except Exception:
-                log.exception("%s: dead-letter publish failed; retrying", self.name)
+            except Exception as exc:
+                self._log.warning("%s: cannot dead-letter yet, retrying in %.1fs: %s",
+                                  self.name, backoff, safe_reason(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
 
-async def _connect_with_retry(url: str, attempts: int = 60) -> asyncpg.Pool:
-    for attempt in range(attempts):
+async def _connect_with_retry(url: str, say: RateLimitedLog) -> asyncpg.Pool:
+    backoff = 0.5
+    while True:
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=1, max_size=5)
             return pool
-        except TRANSIENT:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(1.0)
-    raise RuntimeError("unreachable")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise  # wrong password, unknown database: waiting will not mend it
+            say.warning("PostgreSQL not reachable yet, retrying in %.1fs: %s", backoff,
+                        safe_reason(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+async def wait_for_kafka(bootstrap_servers: str, say: RateLimitedLog) -> None:
+    """Until the brokers answer a metadata request."""
+    backoff = 0.5
+    while True:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap_servers,
+                                client_id="switchboard-probe", request_timeout_ms=5_000)
+        try:
+            await client.bootstrap()
+            return
+        except Exception as exc:
+            say.warning("Kafka not reachable yet, retrying in %.1fs: %s", backoff,
+                        safe_reason(exc))
+        finally:
+            await client.close()
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value
+    return None
 
 
 def _text_headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:

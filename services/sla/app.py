@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,11 +24,12 @@ from opentelemetry import propagate, trace
 
 from services.sla import core, policy
 from services.sla.policy import Policy
+from shared.clock import Clock
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import CASE_EVENTS
 from shared.events import NOTHING, Decision
-from shared.runtime import Route, ServiceRuntime
+from shared.runtime import BatchHooks, Route, ServiceRuntime
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,16 +74,19 @@ def clock_row(clock: core.SlaClock) -> tuple[Any, ...]:
 
 
 async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[core.SlaClock],
-                      traceparent: str | None = None) -> None:
+                      traceparent: str | Sequence[str | None] | None = None) -> None:
+    """Upsert clocks; `traceparent` is one for all of them, or one per clock."""
     if not clocks:
         return
+    traces = [traceparent] * len(clocks) if traceparent is None or isinstance(traceparent, str) \
+        else list(traceparent)
     n = len(_NAMES)
     params = ", ".join(f"${i}" for i in range(1, n + 3))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_NAMES[1:], "next_fire_at"])
     await conn.executemany(
         f"INSERT INTO sla_clock ({_COLUMNS}, next_fire_at, traceparent) VALUES ({params})"
         f" ON CONFLICT (clock_id) DO UPDATE SET {updates}",
-        [(*clock_row(c), traceparent) for c in clocks])
+        [(*clock_row(c), t) for c, t in zip(clocks, traces, strict=True)])
 
 
 class Timer:
@@ -127,36 +132,93 @@ class Timer:
         self._event.clear()
 
 
-def handlers(runtime: ServiceRuntime, pol: Policy, timer: Timer) -> dict[str, object]:
-    """One handler for every case event the SLA service consumes; the core decides."""
+@dataclass
+class _Batch:
+    """One consumed batch's SLA state: loaded in three queries, saved in two."""
 
-    async def handle(conn: asyncpg.Connection, env: Envelope, payload: Any,
+    fresh: set[str]  # inputs not applied before (redeliveries are not)
+    cases: dict[str, core.CaseState]
+    clocks: dict[str, dict[str, core.SlaClock]]  # open (running, paused) clocks by case
+    changed_cases: set[str] = field(default_factory=set)
+    changed_clocks: dict[str, tuple[core.SlaClock, str | None]] = field(default_factory=dict)
+
+
+class SlaBatch(BatchHooks):
+    """The SLA handlers of one service process, following the runtime's transactions.
+
+    `begin` records the batch's inputs (a redelivered one is skipped) and loads, locked, the
+    state and open clocks of every case it names; each record is decided by the core on that
+    state; `before_commit` saves what changed, with the log rows. Records of one case see each
+    other's effects in order, as they would one transaction at a time.
+    """
+
+    def __init__(self, pol: Policy, timer: Timer, clock: Clock) -> None:
+        self.pol, self.timer, self.clock = pol, timer, clock
+        self.batch: _Batch | None = None
+
+    async def begin(self, conn: asyncpg.Connection, items: list[tuple[Envelope, Any]]) -> None:
+        inputs = [(str(env.id), payload.case_id) for env, payload in items]
+        fresh = {r["event_id"] for r in await conn.fetch(
+            "INSERT INTO sla_input (event_id, case_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
+            " RETURNING event_id", [e for e, _ in inputs], [c for _, c in inputs])}
+        case_ids = sorted({c for _, c in inputs})
+        states = {r["case_id"]: json.loads(r["state"]) for r in await conn.fetch(
+            "SELECT case_id, state FROM sla_case WHERE case_id = ANY($1::text[])"
+            " ORDER BY case_id FOR UPDATE", case_ids)}
+        clocks: dict[str, dict[str, core.SlaClock]] = {c: {} for c in case_ids}
+        for row in await conn.fetch(
+                f"SELECT {_COLUMNS} FROM sla_clock WHERE case_id = ANY($1::text[])"
+                " AND state IN ('running', 'paused') ORDER BY clock_id FOR UPDATE", case_ids):
+            clock = clock_from_row(row)
+            clocks[clock.case_id][clock.clock_id] = clock
+        self.batch = _Batch(fresh, {c: core.case_from_json(c, states.get(c)) for c in case_ids},
+                            clocks)
+
+    async def handle(self, conn: asyncpg.Connection, env: Envelope, payload: Any,
                      now: datetime) -> Decision:
-        case_id: str = payload.case_id
-        if await conn.fetchval(
-                "INSERT INTO sla_input (event_id, case_id) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING RETURNING 1", env.id, case_id) is None:
+        b = self.batch
+        assert b is not None, "SLA handler outside a batch"
+        if str(env.id) not in b.fresh:
             return NOTHING  # a redelivery: its effects are already committed
-        raw = await conn.fetchval("SELECT state FROM sla_case WHERE case_id = $1 FOR UPDATE",
-                                  case_id)
-        case = core.case_from_json(case_id, json.loads(raw) if raw else None)
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM sla_clock WHERE case_id = $1"
-            " AND state IN ('running', 'paused') FOR UPDATE", case_id)
-        outcome = core.decide(pol, case, [clock_from_row(r) for r in rows], env.type, payload,
-                              str(env.id), env.time, now)
-        await conn.execute(
-            "INSERT INTO sla_case (case_id, state, updated_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state,"
-            " updated_at = EXCLUDED.updated_at",
-            case_id, json.dumps(core.case_to_json(outcome.case)), now)
+        b.fresh.discard(str(env.id))
+        case_id: str = payload.case_id
+        open_clocks = b.clocks.setdefault(case_id, {})
+        outcome = core.decide(self.pol, b.cases[case_id], list(open_clocks.values()), env.type,
+                              payload, str(env.id), env.time, now)
+        b.cases[case_id] = outcome.case
+        b.changed_cases.add(case_id)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # timers fire in the trace of the event that set them
-        await save_clocks(conn, outcome.clocks, carrier.get("traceparent"))
-        timer.nudge([c.next_fire_at for c in outcome.clocks])
+        for clock in outcome.clocks:
+            b.changed_clocks[clock.clock_id] = (clock, carrier.get("traceparent"))
+            if clock.state in ("running", "paused"):
+                open_clocks[clock.clock_id] = clock
+            else:
+                open_clocks.pop(clock.clock_id, None)
         return outcome.decision
 
-    return dict.fromkeys(core.INPUT_TYPES, handle)
+    async def before_commit(self, conn: asyncpg.Connection) -> None:
+        b = self.batch
+        if b is None:
+            return
+        now = self.clock.now()
+        if b.changed_cases:
+            await conn.executemany(
+                "INSERT INTO sla_case (case_id, state, updated_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state,"
+                " updated_at = EXCLUDED.updated_at",
+                [(c, json.dumps(core.case_to_json(b.cases[c])), now)
+                 for c in sorted(b.changed_cases)])
+        saved = list(b.changed_clocks.values())
+        await save_clocks(conn, [c for c, _ in saved], [t for _, t in saved])
+        self.timer.nudge([c.next_fire_at for c, _ in saved])
+
+    def committed(self) -> None:
+        self.batch = None
+
+    def rolled_back(self) -> None:
+        self.batch = None
 
 
 async def fire_due_clocks(runtime: ServiceRuntime, pol: Policy, limit: int = BATCH) -> int:
@@ -230,7 +292,11 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     timer = Timer()
     log.info("sla policy %s: %d rules, calendars %s", pol.version, len(pol.spec.rules),
              ", ".join(pol.calendars))
-    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, pol, timer),  # type: ignore[arg-type]
+    batch = SlaBatch(pol, timer, runtime.clock)
+    runtime.hooks = batch
+    runtime.defer_appends = True  # the SLA core never reads the case log
+    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES,
+                            dict.fromkeys(core.INPUT_TYPES, batch.handle),
                             reject_unknown_types=False))
     runtime.background.append(timer_loop(pol, timer))
     return runtime

@@ -26,15 +26,20 @@ def event_data(event: CaseEvent) -> str:
 
 
 async def append_events(
-    conn: asyncpg.Connection, events: Sequence[CaseEvent], *, source: str, trace_id: str | None
+    conn: asyncpg.Connection, events: Sequence[CaseEvent] | Sequence[tuple[CaseEvent, str | None]],
+    *, source: str, trace_id: str | None = None,
 ) -> list[CaseEvent]:
     """Append events in the caller's transaction; return the ones that were not logged before.
 
-    Per-case advisory locks, taken in a fixed order, serialise writers of the same case so the
-    sequence stays gap-free and the chain linear; a repeated event id is skipped, not an error.
+    `events` are events (all in `trace_id`) or (event, its trace id) pairs. Per-case advisory
+    locks, taken in a fixed order, serialise writers of the same case so the sequence stays
+    gap-free and the chain linear; a repeated event id is skipped, not an error.
     """
     if not events:
         return []
+    traced = [e if isinstance(e, tuple) else (e, trace_id) for e in events]
+    trace_of = {e.event_id: t for e, t in reversed(traced)}
+    events = [e for e, _ in traced]
     case_ids = sorted({e.case_id for e in events})
     # One round trip for all the locks, taken in sorted order so two writers cannot deadlock.
     await conn.execute(
@@ -56,12 +61,13 @@ async def append_events(
         seq, prev_hash = heads.get(event.case_id, (0, GENESIS_HASH))
         fields = ChainedFields(
             case_id=event.case_id, seq=seq + 1, event_id=str(event.event_id), type=event.type,
-            source=source, time=event.time, trace_id=trace_id, data=event_data(event),
+            source=source, time=event.time, trace_id=trace_of[event.event_id],
+            data=event_data(event),
         )
         digest = row_hash(prev_hash, fields)
         heads[event.case_id] = (seq + 1, digest)
         rows.append((fields.case_id, fields.seq, event.event_id, fields.type, source,
-                     fields.time, trace_id, fields.data, prev_hash, digest))
+                     fields.time, fields.trace_id, fields.data, prev_hash, digest))
     if rows:
         await conn.copy_records_to_table("case_log", records=rows, columns=_COLUMNS)
     return fresh

@@ -7,6 +7,7 @@ import click
 from shared.cli.caselog import log_group
 from shared.cli.classifier import classifier
 from shared.cli.contracts import contracts
+from shared.cli.dlq import dlq_group
 from shared.cli.infra import infra
 from shared.cli.setup import db, topics
 from shared.cli.sla import sla_group
@@ -20,6 +21,7 @@ def main() -> None:
 main.add_command(db)
 main.add_command(topics)
 main.add_command(log_group)
+main.add_command(dlq_group)
 
 main.add_command(infra)
 main.add_command(contracts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
 
@@ -27,12 +27,13 @@ class SlaHarness:
     source = "switchboard/sla"
     tracer_provider = None
     persist = ServiceRuntime.persist
+    persist_traced = ServiceRuntime.persist_traced
 
     def __init__(self, pool: asyncpg.Pool, clock: FrozenClock, policy: Policy) -> None:
         self.pool, self.clock, self.policy = pool, clock, policy
         self.settings = Settings(sla_timer_max_idle_seconds=0.2)
         self.timer = app.Timer()
-        self._handlers: dict[str, Any] = app.handlers(self.runtime, policy, self.timer)
+        self.batch = app.SlaBatch(policy, self.timer, clock)
 
     @property
     def runtime(self) -> ServiceRuntime:
@@ -47,8 +48,11 @@ class SlaHarness:
         env = Envelope(id=event_id or str(uuid.uuid4()), source="test", type=type_,
                        time=time or self.clock.now(), subject=payload.case_id)  # type: ignore[attr-defined]
         async with self.pool.acquire() as conn, conn.transaction():
-            decision = await self._handlers[type_](conn, env, payload, self.clock.now())
+            await self.batch.begin(conn, [(env, payload)])
+            decision = await self.batch.handle(conn, env, payload, self.clock.now())
             await self.runtime.persist(conn, decision)
+            await self.batch.before_commit(conn)
+        self.batch.committed()
 
     async def fire(self) -> int:
         """One pass of the timer at the harness clock's now."""

@@ -5,12 +5,18 @@ GRANT SELECT, INSERT ON case_log TO {app_role};
 -- UPDATE only because the relay claims rows with SELECT ... FOR UPDATE SKIP LOCKED.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO {app_role};
 GRANT USAGE ON SEQUENCE outbox_id_seq TO {app_role};
+GRANT SELECT, INSERT ON outbox_parked TO {app_role};
+GRANT SELECT, INSERT ON dead_letter TO {app_role};
+-- `switchboard dlq redrive` records that it sent a dead letter back; nothing else changes.
+GRANT UPDATE (redriven_at, redrive_count) ON dead_letter TO {app_role};
+GRANT USAGE ON SEQUENCE dead_letter_id_seq TO {app_role};
 GRANT SELECT, INSERT ON intake_thread TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON sla_clock TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON router_agent TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON router_offer TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON router_case TO {app_role};
 GRANT SELECT, INSERT ON router_contact TO {app_role};
+GRANT SELECT, UPDATE ON router_leader TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_case TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_chat_session TO {app_role};
 GRANT SELECT ON intake_customer TO {app_role};

@@ -1,0 +1,151 @@
+"""What the end-to-end benchmark reads back: the case log, dead letters, CPU by process."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.contracts.topics import all_topics
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- CPU ------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds per named group of processes between two samples."""
+
+    def __init__(self, groups: dict[str, list[int]], postmaster: int | None) -> None:
+        self.groups, self.postmaster = groups, postmaster
+
+    def sample(self) -> dict[str, float]:
+        groups = dict(self.groups)
+        if self.postmaster is not None:
+            # PostgreSQL: the postmaster and its backends (connections come and go)
+            groups["postgres"] = [self.postmaster, *children_of(self.postmaster)]
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float], seconds: float
+              ) -> dict[str, float]:
+        return {k: max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) / seconds for k in after}
+
+
+# --- the case log ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PhaseResult:
+    published: int
+    opened: int
+    doubled: int
+    decided: int
+    offered: int
+    decided_at_last: datetime | None
+    offer_latencies_ms: list[float]
+    opened_latencies_ms: list[float]
+    log_rows: int
+
+
+async def phase_result(conn: asyncpg.Connection, first: datetime, last: datetime,
+                       published: int) -> PhaseResult:
+    """Cases whose contact was published in [first, last], read back from the log."""
+    rows = await conn.fetch(
+        "WITH opened AS (SELECT case_id, (payload->>'opened_at')::timestamptz AS at,"
+        " count(*) OVER (PARTITION BY case_id) AS n FROM case_log WHERE type = 'case.opened'"
+        " AND (payload->>'opened_at')::timestamptz BETWEEN $1 AND $2)"
+        " SELECT o.case_id, o.at, o.n,"
+        " (SELECT min(time) FROM case_log l WHERE l.case_id = o.case_id"
+        "  AND l.type = 'case.opened') AS opened_time,"
+        " (SELECT min(time) FROM case_log l WHERE l.case_id = o.case_id"
+        "  AND l.type = 'routing.decided') AS decided_time,"
+        " (SELECT min(time) FROM case_log l WHERE l.case_id = o.case_id"
+        "  AND l.type = 'assignment.offered') AS offered_time"
+        " FROM opened o", first, last)
+    cases = {r["case_id"]: r for r in rows}
+    decided = [r["decided_time"] for r in cases.values() if r["decided_time"] is not None]
+    offers = [(r["offered_time"] - r["at"]).total_seconds() * 1000 for r in cases.values()
+              if r["offered_time"] is not None]
+    opened = [(r["opened_time"] - r["at"]).total_seconds() * 1000 for r in cases.values()
+              if r["opened_time"] is not None]
+    log_rows = await conn.fetchval(
+        "SELECT count(*) FROM case_log WHERE case_id = ANY($1::text[])", list(cases))
+    return PhaseResult(
+        published=published, opened=len(cases), doubled=sum(r["n"] - 1 for r in rows),
+        decided=len(decided), offered=len(offers),
+        decided_at_last=max(decided) if decided else None,
+        offer_latencies_ms=offers, opened_latencies_ms=opened, log_rows=log_rows)
+
+
+async def decided_count(conn: asyncpg.Connection, first: datetime, last: datetime) -> int:
+    """How many of the phase's cases have their routing decision yet."""
+    value: int = await conn.fetchval(
+        "SELECT count(DISTINCT o.case_id) FROM case_log o JOIN case_log d"
+        " ON d.case_id = o.case_id AND d.type = 'routing.decided'"
+        " WHERE o.type = 'case.opened'"
+        " AND (o.payload->>'opened_at')::timestamptz BETWEEN $1 AND $2", first, last)
+    return value
+
+
+async def duplicate_event_ids(conn: asyncpg.Connection) -> int:
+    value: int = await conn.fetchval(
+        "SELECT count(*) - count(DISTINCT event_id) FROM case_log")
+    return value
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] \
+        if q < 100 else max(values)
+
+
+def latency_row(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "max": max(values) if values else float("nan")}
+
+
+# --- dead letters ---------------------------------------------------------------------------
+async def dead_letter_count(bootstrap: str) -> int:
+    """Records on every `<topic>.dlq` so far (end offsets; DLQs are never compacted)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                client_id="bench-dlq-count")
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = [TopicPartition(s.name, p) for s in all_topics() if s.name.endswith(".dlq")
+                 for p in cluster.partitions_for_topic(s.name) or ()]
+        if not parts:
+            return 0
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.beginning_offsets(parts)
+        return sum(ends[p] - starts[p] for p in parts)
+    finally:
+        await consumer.stop()
