@@ -167,7 +167,9 @@ def cluster_id(state_dir: Path) -> str:
     p = Paths.of(state_dir)
     if p.cluster_id.is_file():
         return p.cluster_id.read_text().strip()
-    cid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    cid = "-"
+    while cid.startswith("-"):  # as Kafka's Uuid.randomUuid(): "-…" would read as an option
+        cid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
     p.root.mkdir(parents=True, exist_ok=True)
     p.cluster_id.write_text(cid + "\n")
     return cid

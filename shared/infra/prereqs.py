@@ -121,7 +121,8 @@ def venv_ok() -> bool:
 
 CHECKS = {
     "venv": venv_ok,
-    "java": java_ok,     "maven": maven_ok,
+    "java": java_ok,
+    "maven": maven_ok,
     "postgresql": lambda: postgres_bindir() is not None,
 }
 
