@@ -32,28 +32,27 @@ async def test_migrate_as_the_services_role_is_refused(endpoints: Endpoints) -> 
         await migrate(endpoints.database_url, "switchboard_app")
 
 
-async def test_migrate_refuses_a_services_role_that_can_act_as_the_owner(
-    endpoints: Endpoints, superuser_db: asyncpg.Connection, intruder: str
+@pytest.mark.parametrize(
+    ("make_it", "refusal"),
+    [
+        ("GRANT switchboard_owner TO {role}", "member of 'switchboard_owner'"),
+        ("ALTER ROLE {role} SUPERUSER", "is a superuser"),
+        (
+            "CREATE TABLE {role}_table (x int); ALTER TABLE {role}_table OWNER TO {role}",
+            "owns {role}_table",
+        ),
+    ],
+    ids=["member-of-owner", "superuser", "owns-a-table"],
+)
+async def test_migrate_refuses_a_services_role_that_could_rewrite_the_log(
+    endpoints: Endpoints,
+    superuser_db: asyncpg.Connection,
+    intruder: str,
+    make_it: str,
+    refusal: str,
 ) -> None:
-    await superuser_db.execute(f"GRANT switchboard_owner TO {intruder}")
-    with pytest.raises(MigrationRefused, match="member of 'switchboard_owner'"):
-        await migrate(endpoints.database_admin_url, intruder)
-
-
-async def test_migrate_refuses_a_superuser_services_role(
-    endpoints: Endpoints, superuser_db: asyncpg.Connection, intruder: str
-) -> None:
-    await superuser_db.execute(f"ALTER ROLE {intruder} SUPERUSER")
-    with pytest.raises(MigrationRefused, match="is a superuser"):
-        await migrate(endpoints.database_admin_url, intruder)
-
-
-async def test_migrate_refuses_a_services_role_that_owns_tables(
-    endpoints: Endpoints, superuser_db: asyncpg.Connection, intruder: str
-) -> None:
-    await superuser_db.execute(f"CREATE TABLE {intruder}_table (x int)")
-    await superuser_db.execute(f"ALTER TABLE {intruder}_table OWNER TO {intruder}")
-    with pytest.raises(MigrationRefused, match=f"owns {intruder}_table"):
+    await superuser_db.execute(make_it.format(role=intruder))
+    with pytest.raises(MigrationRefused, match=refusal.format(role=intruder)):
         await migrate(endpoints.database_admin_url, intruder)
 
 
