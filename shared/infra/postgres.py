@@ -208,7 +208,7 @@ def _prepare_server_dir(state_dir: Path, p: Paths) -> None:
         return
     for d in (SERVER_BASE.parent, SERVER_BASE):
         if not d.exists():
-            d.mkdir(mode=0o755)
+            d.mkdir(mode=0o755, exist_ok=True)  # another `up` may make it at the same time
             d.chmod(0o755)  # whatever the umask
         st = d.lstat()
         if d.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
