@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.infra import local
+from shared.infra import local, postgres
 from shared.infra.local import Endpoints
 from shared.settings import REPO_ROOT
 
@@ -44,7 +44,8 @@ def start_infrastructure() -> tuple[Endpoints, str]:
     spent = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     return endpoints, (
         f"Docker engine {engine} local Apache Kafka 4.1.1 (KRaft) and PostgreSQL processes "
-        f"in {TEST_STATE_DIR} ({spent})"
+        f"in {TEST_STATE_DIR}, PostgreSQL's data in {postgres.Paths.of(TEST_STATE_DIR).data} "
+        f"({spent})"
     )
 
 
