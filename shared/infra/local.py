@@ -171,8 +171,9 @@ def up(
 def _make_state_dir(state_dir: Path) -> Path:
     """The state dir, resolved; created 0700 (it holds the env file with the passwords)."""
     state_dir = state_dir.expanduser().resolve()
-    if not state_dir.is_dir():
-        state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    st = state_dir.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:  # also one made 0755 by older versions
         state_dir.chmod(0o700)
     return state_dir
 
