@@ -3,15 +3,19 @@
 #   make test   set up and run the whole suite against the real broker and database
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-PYTHON ?= python3
+# The first of these that is Python 3.11 or newer (pyproject.toml's requires-python).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; exit; }; \
+  done; echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 SB := $(VENV)/bin/switchboard
+LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
-.PHONY: help setup infra-up infra-down run test test-unit test-integration lint typecheck \
-        schemas bench bench-e2e clean
+.PHONY: help python setup prereqs lock lock-check infra-up infra-down run test test-unit lint \
+        typecheck schemas bench bench-e2e clean
 
 help:
 	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
@@ -21,20 +25,43 @@ help:
 	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
 	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
 	@echo "make bench-e2e  the whole pipeline under load (about 10 min), recorded likewise"
+	@echo "make lock       regenerate requirements.lock after editing pyproject.toml's dependencies"
 	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
+	@echo "make clean      stop them and delete their data (.switchboard/ and the database's dir)"
 
-# The virtualenv and the project, reinstalled when pyproject.toml changes.
-$(STAMP): pyproject.toml
-	@command -v java >/dev/null || { echo "Java 17+ is needed for the local Kafka broker"; exit 1; }
-	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the Kafka jars"; exit 1; }
+python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "Switchboard needs Python 3.11 or newer; '$(PYTHON)' is:" \
+	    "$$($(PYTHON) --version 2>/dev/null || echo 'not found')."; \
+	  echo "Install one (Debian 12 and Ubuntu 24.04: apt-get install python3 python3-venv)" \
+	    "and run e.g. 'make test PYTHON=python3.11'."; exit 1; }
+
+# The virtualenv, installed from the lock with hashes checked, then the project itself without
+# dependencies; redone when pyproject.toml or the lock changes. A lock that no longer matches
+# pyproject.toml's dependencies is regenerated first (commit it).
+$(STAMP): pyproject.toml $(LOCK) | python
+	@$(PYTHON) -P shared/infra/prereqs.py venv
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PYTHON) -P tools/lock.py --ensure
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-infra-up: setup
+# Java 17+, Maven and the PostgreSQL server: apt-get installs what is missing (as root or with
+# sudo) on Debian/Ubuntu; elsewhere it prints the command to run.
+prereqs: | python
+	@$(PYTHON) -P shared/infra/prereqs.py java maven postgresql
+
+lock: | python
+	$(PYTHON) -P tools/lock.py
+
+lock-check: | python
+	$(PYTHON) -P tools/lock.py --check
+
+infra-up: setup prereqs
 	$(SB) infra up
 	$(SB) db migrate
 	$(SB) topics create
@@ -45,7 +72,7 @@ infra-down: setup
 run: infra-up
 	$(PY) deploy/local/demo/run.py --seconds $(DEMO_SECONDS)
 
-test: setup
+test: setup prereqs
 	$(PY) -m pytest -q -ra
 
 test-unit: setup
@@ -68,5 +95,5 @@ bench-e2e: setup
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
 
 clean:
-	-$(SB) infra down
+	-$(SB) infra down --purge
 	rm -rf .switchboard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -19,8 +20,11 @@ from tests.support.services import ServiceProcesses
 def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     found, how = start_infrastructure()
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
-        reporter.write_line(f"\n[switchboard] tests use {how}")
+        # Output capture is on during fixture set-up: suspend it, or the line is never seen.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(f"\n[switchboard] tests use {how}")
     asyncio.run(migrate(found.database_admin_url, "switchboard_app"))
     asyncio.run(create_topics(found.kafka_bootstrap_servers, partitions=3))
     yield found

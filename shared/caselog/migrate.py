@@ -9,11 +9,53 @@ import asyncpg
 _LOCK_KEY = 7_007_001  # one migrator at a time across processes
 
 
+class MigrationRefused(RuntimeError):
+    """The admin connection and the services' role are not separate: migrating would let the
+    services' role own (or act as the owner of) the log, and an owner can disable its trigger."""
+
+
+async def check_roles(conn: asyncpg.Connection, app_role: str) -> None:
+    """Refuse unless the admin connection's role and `app_role` are distinct, the services' role
+    is not a superuser and cannot act as the admin role (membership, SET ROLE)."""
+    me = await conn.fetchval("SELECT current_user")
+    hint = (
+        "Set DATABASE_ADMIN_URL to the owner role (in the local cluster: switchboard_owner, "
+        "see <state dir>/infra.env) and DATABASE_URL to the services' role"
+    )
+    if me == app_role:
+        raise MigrationRefused(
+            f"db migrate connects as {me!r}, the services' role itself: the log's owner can "
+            f"disable its trigger and rewrite it. {hint}"
+        )
+    app = await conn.fetchrow(
+        "SELECT rolsuper, pg_has_role(oid, current_user, 'MEMBER') AS acts_as_admin"
+        " FROM pg_roles WHERE rolname = $1",
+        app_role,
+    )
+    if app is None:
+        raise MigrationRefused(f"the services' role {app_role!r} does not exist; create it first")
+    if app["rolsuper"]:
+        raise MigrationRefused(f"the services' role {app_role!r} is a superuser. {hint}")
+    if app["acts_as_admin"]:
+        raise MigrationRefused(
+            f"the services' role {app_role!r} is a member of {me!r} and can act as the log's "
+            f"owner: REVOKE {me} FROM {app_role}"
+        )
+    owned = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tableowner = $1",
+        app_role,
+    )
+    if owned:
+        names = ", ".join(sorted(r["tablename"] for r in owned))
+        raise MigrationRefused(
+            f"the services' role {app_role!r} owns {names} (an earlier migration ran as it): "
+            f"ALTER TABLE ... OWNER TO {me} first"
+        )
+
+
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("shared.caselog") / "migrations"
-    files = sorted(
-        (f.name, f.read_text("utf-8")) for f in folder.iterdir() if f.name[:4].isdigit()
-    )
+    files = sorted((f.name, f.read_text("utf-8")) for f in folder.iterdir() if f.name[:4].isdigit())
     return files
 
 
@@ -27,6 +69,7 @@ async def migrate(admin_url: str, app_role: str) -> list[str]:
     """Apply pending migrations and re-apply the grants; return the versions applied now."""
     conn = await asyncpg.connect(admin_url)
     try:
+        await check_roles(conn, app_role)
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from shared.infra import InfraError, down, endpoints_from_env, status, up, write_env_file
+from shared.infra import InfraError, down, endpoints_from_env, local, status, up, write_env_file
 from shared.settings import default_state_dir
 
 
@@ -59,29 +59,37 @@ def up_cmd(fast: bool, timeout: float) -> None:
             click.echo(f"{part:<11} {done}")
         click.echo(f"total       {timings['total']:.1f} s" + (" (fast mode)" if fast else ""))
     path = write_env_file(state_dir, endpoints)
-    click.echo(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
-    click.echo(f"DATABASE_URL={endpoints.database_url}")
-    click.echo(f"env file    {path}   (set -a; . {path}; set +a)")
+    shown = endpoints.masked()
+    for key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
+        click.echo(f"{key}={shown[key]}")
+    click.echo(f"env file    {path}   (mode 0600, with the passwords: set -a; . {path}; set +a)")
 
 
 @infra.command("down")
-def down_cmd() -> None:
-    """Stop Kafka and PostgreSQL; data, ports and logs stay in the state dir."""
+@click.option(
+    "--purge", is_flag=True, help="Also delete the state dir and all data (the next up is empty)."
+)
+def down_cmd(purge: bool) -> None:
+    """Stop Kafka and PostgreSQL; data, ports and logs stay in the state dir unless --purge."""
     if _external():
         click.echo("SWITCHBOARD_INFRA=external: nothing to stop")
         return
     _log_to_stderr()
     try:
-        down(default_state_dir())
+        if purge:
+            local.purge(default_state_dir())
+        else:
+            down(default_state_dir())
     except InfraError as e:
         raise click.ClickException(str(e)) from e
-    click.echo("stopped")
+    click.echo("stopped, data deleted" if purge else "stopped")
 
 
 @infra.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(as_json: bool) -> None:
-    """Whether Kafka and PostgreSQL run, with pids, ports, logs and endpoints."""
+    """Whether Kafka and PostgreSQL run, with pids, ports, logs and endpoints (passwords
+    masked: they are in <state dir>/infra.env)."""
     if _external():
         click.echo("SWITCHBOARD_INFRA=external: not managed here")
         return
@@ -94,6 +102,7 @@ def status_cmd(as_json: bool) -> None:
         p = info[part]
         state = f"running (pid {p['pid']})" if p["running"] else "stopped"
         click.echo(f"{part:<11} {state}, port {p['port']}, log {p['log']}")
+    click.echo(f"pg data     {info['postgres']['data']}")
     if info["endpoints"]:
         for key, value in info["endpoints"].items():
-            click.echo(f"{key.upper()}={value}")
+            click.echo(f"{key}={value}")

@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from shared.caselog.migrate import migrate
+from shared.caselog.migrate import MigrationRefused, migrate
 from shared.settings import get_settings
 from shared.topics_admin import create_topics
 
@@ -20,7 +20,10 @@ def db() -> None:
 def db_migrate() -> None:
     """Apply pending SQL migrations (as the owner role) and the service role's grants."""
     s = get_settings()
-    applied = asyncio.run(migrate(s.database_admin_url, s.database_app_role))
+    try:
+        applied = asyncio.run(migrate(s.database_admin_url, s.database_app_role))
+    except MigrationRefused as e:
+        raise click.ClickException(str(e)) from e
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 

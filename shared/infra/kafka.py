@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from shared.infra import prereqs
 from shared.infra.proc import (
     InfraError,
     alive,
@@ -91,16 +92,26 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "switchboard" / f"kafka-{KAFKA_VERSION}"
 
 
+def _ensure(name: str) -> None:
+    """Install a missing program (apt-get on Debian/Ubuntu), else fail naming the command."""
+    try:
+        prereqs.ensure((name,))
+    except prereqs.PrerequisiteError as e:
+        raise InfraError(str(e)) from None
+
+
+_java: list[str] = []  # found once per process: `java -version` costs a JVM start
+
+
 def java_bin() -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise InfraError(
-            "java not found: Kafka 4 needs Java 17+ (e.g. apt-get install openjdk-17-jre-headless)"
-        )
-    return found
+    """Java 17+ (JAVA_HOME first, then PATH), installed first if missing or too old."""
+    if not _java:
+        _ensure("java")
+        found = prereqs.java_path()
+        if not found:
+            raise InfraError(f"java not found: Kafka 4 needs Java {prereqs.JAVA_MIN}+")
+        _java.append(found)
+    return _java[0]
 
 
 def ensure_jars(cache: Path | None = None) -> tuple[Path, bool]:
@@ -122,12 +133,10 @@ def ensure_jars(cache: Path | None = None) -> tuple[Path, bool]:
     with locked(cache / ".lock"):
         if complete():  # another process finished it while we waited for the lock
             return lib, False
+        _ensure("maven")  # needed once, to download Kafka into the cache
         mvn = shutil.which("mvn")
         if not mvn:
-            raise InfraError(
-                f"mvn not found: it is needed once to download Kafka {KAFKA_VERSION} into {cache} "
-                "(e.g. apt-get install maven)"
-            )
+            raise InfraError(f"mvn not found: it is needed once to download Kafka into {cache}")
         log.info("downloading Kafka %s jars from Maven Central into %s", KAFKA_VERSION, lib)
         shutil.rmtree(lib, ignore_errors=True)
         cmd = [
@@ -158,7 +167,9 @@ def cluster_id(state_dir: Path) -> str:
     p = Paths.of(state_dir)
     if p.cluster_id.is_file():
         return p.cluster_id.read_text().strip()
-    cid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    cid = "-"
+    while cid.startswith("-"):  # as Kafka's Uuid.randomUuid(): "-…" would read as an option
+        cid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
     p.root.mkdir(parents=True, exist_ok=True)
     p.cluster_id.write_text(cid + "\n")
     return cid
@@ -269,3 +280,8 @@ def stop(state_dir: Path, timeout: float = 60) -> bool:
         log.warning("Kafka (pid %d) ignored SIGTERM for %.0f s and was killed", pid, timeout)
     p.pid.unlink(missing_ok=True)
     return pid is not None
+
+
+def remove(state_dir: Path) -> None:
+    """Delete the broker's data, config and cluster id (after stop): the next start is empty."""
+    shutil.rmtree(Paths.of(state_dir).root, ignore_errors=True)

@@ -1,24 +1,37 @@
-"""A throwaway PostgreSQL cluster in the state dir, run by the Debian binaries (no Docker).
+"""A throwaway PostgreSQL cluster for one state dir, run by the Debian binaries (no Docker).
 
-initdb/pg_ctl refuse to run as root, and our sessions and CI run as root: then every server-side
-command runs as the `postgres` OS user (runuser) and the data dir belongs to that user.
+initdb and pg_ctl refuse to run as root, and our sessions and CI run as root. A non-root user
+runs the server as themselves, with the data in `<state dir>/postgres/data`. Root runs every
+server-side command as the `postgres` OS user, and that user may not be able to reach the state
+dir at all (a checkout under /root, or in `mktemp -d`, is 0700): so as root the data dir always
+lives in `/var/lib/switchboard/postgres/<name>-<hash of the state dir>/data`, owned 0700 by
+`postgres`, while everything else (pid and mode files, the passwords, the log) stays in the state
+dir, which the server never touches: its log goes to a file descriptor opened by us.
+
+Authentication: scram-sha-256 over loopback TCP for every role, the superuser included, with
+passwords generated at `initdb` and kept in `<state dir>/postgres/passwords.json` (mode 0600);
+there is no Unix socket and no `trust` rule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
-import pwd
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import asyncpg
 
+from shared.infra import prereqs
 from shared.infra.proc import (
     InfraError,
     alive,
@@ -28,6 +41,7 @@ from shared.infra.proc import (
     run_async,
     tail,
     terminate,
+    write_private,
 )
 from shared.settings import REPO_ROOT
 
@@ -41,20 +55,45 @@ APP_ROLE = "switchboard_app"
 DATABASE = "switchboard"
 # The cluster's postgresql.conf includes this file, rewritten at every start (port and mode).
 INCLUDE_FILE = "switchboard.conf"
+# As root, the servers' own dirs live here (one per state dir), reachable by the `postgres` user
+# whatever the mode of the checkout; root-owned and not world-writable, so no other local user
+# can plant a symlink in the path.
+SERVER_BASE = Path("/var/lib/switchboard/postgres")
+
+
+def as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def server_dir(state_dir: Path) -> Path:
+    """The server's dir for `state_dir` when running as root: a readable name plus a hash of the
+    resolved path, so two checkouts (or a checkout and its tests) never share a cluster."""
+    state = state_dir.expanduser().resolve()
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(state.parts[-3:])).strip("-")[-40:]
+    return SERVER_BASE / f"{name}-{digest}"
 
 
 @dataclass(frozen=True)
 class Paths:
-    root: Path
+    root: Path  # <state dir>/postgres: pid, mode and passwords files (never read by the server)
+    server: Path  # the server's own dir, holding `data`: `root` itself unless we run as root
     logs: Path
 
     @classmethod
     def of(cls, state_dir: Path) -> Paths:
-        return cls(root=state_dir / "postgres", logs=state_dir / "logs")
+        root = state_dir / "postgres"
+        server = server_dir(state_dir) if as_root() else root
+        return cls(root=root, server=server, logs=state_dir / "logs")
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.server / "data"
+
+    @property
+    def legacy_data(self) -> Path | None:
+        """Where clusters made by root lived before they moved out of the state dir."""
+        return self.root / "data" if self.server != self.root else None
 
     @property
     def pid(self) -> Path:
@@ -65,76 +104,167 @@ class Paths:
         return self.root / "mode"
 
     @property
+    def passwords(self) -> Path:
+        return self.root / "passwords.json"
+
+    @property
     def log(self) -> Path:
         return self.logs / "postgres.log"
 
 
+@dataclass(frozen=True)
+class Passwords:
+    """The cluster's generated passwords: superuser, owner (migrations), app (services)."""
+
+    superuser: str
+    owner: str
+    app: str
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Passwords | None:
+        try:
+            return cls(**json.loads(Paths.of(state_dir).passwords.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @classmethod
+    def create(cls, state_dir: Path) -> Passwords:
+        new = cls(*(secrets.token_urlsafe(24) for _ in range(3)))
+        write_private(Paths.of(state_dir).passwords, json.dumps(asdict(new), indent=2) + "\n")
+        return new
+
+
 def _as_server_user(cmd: list[str]) -> list[str]:
-    if os.geteuid() != 0:
+    if not as_root():
         return cmd
     try:
+        import pwd
+
         pwd.getpwnam(OS_USER)
     except KeyError:
-        raise InfraError(f"running as root, but there is no {OS_USER!r} OS user") from None
+        raise InfraError(
+            f"running as root, but there is no {OS_USER!r} OS user (it comes with the "
+            "PostgreSQL server package)"
+        ) from None
     return ["runuser", "-u", OS_USER, "--", *cmd]
 
 
 def _chown(path: Path) -> None:
-    if os.geteuid() == 0:
+    if as_root():
         shutil.chown(path, OS_USER, OS_USER)
 
 
-def _version_key(bindir: Path) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", bindir.parent.name)) or (0,)
-
-
 def bindir() -> Path:
-    """The newest Debian PostgreSQL bin dir, else the one on PATH; apt-get it if absent."""
-    for attempt in range(2):
-        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key)
-        on_path = shutil.which("pg_ctl")
-        if on_path:
-            candidates.insert(0, Path(on_path).resolve().parent)
-        for d in reversed(candidates):
-            if (d / "initdb").is_file() and (d / "pg_ctl").is_file():
-                return d
-        if attempt == 0 and os.geteuid() == 0 and shutil.which("apt-get"):
-            log.warning("PostgreSQL binaries not found: running apt-get install -y postgresql")
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            subprocess.run(["apt-get", "update"], check=False, env=env)
-            subprocess.run(["apt-get", "install", "-y", "postgresql"], check=False, env=env)
-    raise InfraError("PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql")
+    """The PostgreSQL server binaries, installed first if missing (see prereqs)."""
+    found = prereqs.postgres_bindir()
+    if found is None:
+        try:
+            prereqs.ensure(("postgresql",))
+        except prereqs.PrerequisiteError as e:
+            raise InfraError(str(e)) from None
+        found = prereqs.postgres_bindir()
+    if found is None:
+        raise InfraError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    return found
 
 
-def running_pid(state_dir: Path) -> int | None:
-    """The postmaster's pid if our cluster runs (its command line names our data dir)."""
-    p = Paths.of(state_dir)
-    pid = read_pid(p.data / "postmaster.pid")
-    if pid and alive(pid) and str(p.data) in cmdline(pid):
+def _postmaster(data: Path) -> int | None:
+    pid = read_pid(data / "postmaster.pid")
+    if pid and alive(pid) and str(data) in cmdline(pid):
         return pid
     return None
 
 
+def running_pid(state_dir: Path) -> int | None:
+    """The postmaster's pid if our cluster runs (its command line names our data dir)."""
+    return _postmaster(Paths.of(state_dir).data)
+
+
+def _shut(data: Path, timeout: float) -> bool:
+    """Stop a postmaster by signal (SIGINT = fast shutdown). True if one was running."""
+    pid = _postmaster(data)
+    if pid is None:
+        return False
+    if not terminate(pid, timeout, first=signal.SIGINT):
+        log.warning("PostgreSQL (pid %d) ignored a fast shutdown and was killed", pid)
+    return True
+
+
+def retire_legacy(state_dir: Path) -> None:
+    """As root, a cluster that an older Switchboard made inside the state dir is stopped and
+    deleted: its superuser had no password, and `postgres` may no longer reach it."""
+    legacy = Paths.of(state_dir).legacy_data
+    if legacy is None or not legacy.exists():
+        return
+    _shut(legacy, 30)
+    log.warning("removing %s (made by an older Switchboard; clusters now live in %s)",
+                legacy, SERVER_BASE)  # fmt: skip
+    shutil.rmtree(legacy, ignore_errors=True)
+
+
+def _prepare_server_dir(state_dir: Path, p: Paths) -> None:
+    if p.server == p.root:
+        p.server.mkdir(parents=True, exist_ok=True)
+        return
+    for d in (SERVER_BASE.parent, SERVER_BASE):
+        if not d.exists():
+            d.mkdir(mode=0o755, exist_ok=True)  # another `up` may make it at the same time
+            d.chmod(0o755)  # whatever the umask
+        st = d.lstat()
+        if d.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
+            raise InfraError(f"{d} must be a directory owned by root and writable only by root")
+    _prune_orphans(p.server)
+    p.server.mkdir(mode=0o700, exist_ok=True)
+    p.server.chmod(0o700)
+    _chown(p.server)
+    (p.server / "origin").write_text(f"{state_dir.expanduser().resolve()}\n")
+
+
+def _prune_orphans(keep: Path) -> None:
+    """Servers' dirs whose state dir is gone (a deleted clone) hold data nobody can log in to:
+    their passwords went with the state dir. Delete them unless a server still runs there."""
+    for d in SERVER_BASE.iterdir():
+        try:
+            origin = Path((d / "origin").read_text().strip())
+        except OSError:
+            continue  # being created right now, or not ours
+        if d == keep or origin.exists() or _postmaster(d / "data") is not None:
+            continue
+        log.info("removing %s: its state dir %s no longer exists", d, origin)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def init(state_dir: Path, *, fast: bool = False) -> bool:
-    """initdb on first use. Returns True if a new cluster was created."""
+    """initdb on first use, with a generated superuser password. True if a cluster was made."""
     p = Paths.of(state_dir)
     if (p.data / "PG_VERSION").is_file():
-        return False
-    p.data.mkdir(parents=True, exist_ok=True)
+        if Passwords.load(state_dir) is not None:
+            return False
+        log.warning("%s has no passwords file (made by an older Switchboard, or its state dir "
+                    "was removed): replacing it with a new cluster", p.data)  # fmt: skip
+        _shut(p.data, 30)
+        shutil.rmtree(p.data)
+    initdb = bindir() / "initdb"
+    _prepare_server_dir(state_dir, p)
+    p.root.mkdir(parents=True, exist_ok=True)
+    passwords = Passwords.create(state_dir)
+    p.data.mkdir(mode=0o700, exist_ok=True)
     p.data.chmod(0o700)
     _chown(p.data)
-    if os.geteuid() == 0:
-        reach = subprocess.run(_as_server_user(["test", "-w", str(p.data)]), check=False)
-        if reach.returncode != 0:
-            raise InfraError(
-                f"the {OS_USER!r} OS user cannot write {p.data} (a parent dir is private?): "
-                "choose another state dir with SWITCHBOARD_STATE_DIR"
-            )
-    cmd = [str(bindir() / "initdb"), "-D", str(p.data), "-U", SUPERUSER, "-E", "UTF8",
-           "--locale=C", "--auth=trust"]  # fmt: skip
+    # initdb reads the superuser's password from a file it can open as the server user.
+    pwfile = p.server / ".superuser-password"
+    write_private(pwfile, passwords.superuser + "\n")
+    _chown(pwfile)
+    cmd = [str(initdb), "-D", str(p.data), "-U", SUPERUSER, "-E", "UTF8", "--locale=C",
+           "--auth=scram-sha-256", f"--pwfile={pwfile}"]  # fmt: skip
     if fast:
         cmd.append("--no-sync")  # skips fsyncing the new files: throwaway data only
-    done = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(
+            _as_server_user(cmd), capture_output=True, text=True, check=False, cwd=p.server
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
         raise InfraError(f"initdb failed:\n{done.stdout}{done.stderr}")
     with (p.data / "postgresql.conf").open("a") as f:
@@ -167,29 +297,31 @@ def start(state_dir: Path, port: int, *, fast: bool, timeout: float) -> int:
     _configure(p, port, fast)
     p.logs.mkdir(parents=True, exist_ok=True)
     rotate(p.log)
-    p.log.touch()
-    _chown(p.log)  # pg_ctl, running as postgres, appends to it
-    cmd = [str(bindir() / "pg_ctl"), "start", "-D", str(p.data), "-l", str(p.log), "-w",
+    cmd = [str(bindir() / "pg_ctl"), "start", "-D", str(p.data), "-w",
            "-t", str(max(1, int(timeout))), "-s"]  # fmt: skip
-    done = subprocess.run(
-        _as_server_user(cmd), capture_output=True, text=True, check=False, start_new_session=True
-    )
+    # Without -l, pg_ctl hands the server its own stdout: a log file we opened, so the server
+    # user needs no access to the state dir.
+    with p.log.open("ab") as out:
+        done = subprocess.run(
+            _as_server_user(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            check=False, start_new_session=True, cwd=p.server,
+        )  # fmt: skip
     pid = read_pid(p.data / "postmaster.pid")
     if done.returncode != 0 or pid is None:
         raise InfraError(
-            f"PostgreSQL did not start ({done.stdout}{done.stderr}); "
+            f"PostgreSQL did not start (pg_ctl exit {done.returncode}); "
             f"last lines of {p.log}:\n{tail(p.log)}"
         )
     p.pid.write_text(f"{pid}\n")
     return pid
 
 
-def provision(port: int, deadline: float) -> None:
+def provision(port: int, passwords: Passwords, deadline: float) -> None:
     """Roles, database and schema privileges; idempotent, so it runs at every `up`."""
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            run_async(lambda: _provision(port))
+            run_async(lambda: _provision(port, passwords))
             return
         except (OSError, asyncpg.CannotConnectNowError) as e:  # not accepting connections yet
             last_error = e
@@ -197,17 +329,27 @@ def provision(port: int, deadline: float) -> None:
     raise InfraError(f"PostgreSQL on 127.0.0.1:{port} refused connections: {last_error!r}")
 
 
-async def _provision(port: int) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER, database="postgres")
+async def _superuser(port: int, passwords: Passwords, database: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host="127.0.0.1", port=port, user=SUPERUSER, password=passwords.superuser,
+        database=database,
+    )  # fmt: skip
+
+
+async def _provision(port: int, passwords: Passwords) -> None:
+    conn = await _superuser(port, passwords, "postgres")
     try:
-        for role in (OWNER_ROLE, APP_ROLE):
+        for role, password in ((OWNER_ROLE, passwords.owner), (APP_ROLE, passwords.app)):
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             # ALTER as well as CREATE, so a role someone changed by hand is put back.
-            # The password equals the role name: a throwaway local cluster.
+            literal = await conn.fetchval("SELECT quote_literal($1)", password)
             await conn.execute(
                 f"{'ALTER' if exists else 'CREATE'} ROLE {role} "
-                f"LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{role}'"
+                f"LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {literal}"
             )
+        # The services' role may not act as the owner (who can disable the log's trigger).
+        if await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", APP_ROLE, OWNER_ROLE):
+            await conn.execute(f"REVOKE {OWNER_ROLE} FROM {APP_ROLE}")
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
             await conn.execute(f"ALTER DATABASE {DATABASE} OWNER TO {OWNER_ROLE}")
         else:
@@ -215,7 +357,7 @@ async def _provision(port: int) -> None:
     finally:
         await conn.close()
 
-    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER, database=DATABASE)
+    conn = await _superuser(port, passwords, DATABASE)
     try:
         # Only the owner (migrations) creates objects; the services' role may only use them.
         await conn.execute(
@@ -237,9 +379,27 @@ def stop(state_dir: Path, timeout: float = 60) -> bool:
     if pid is not None:
         cmd = [str(bindir() / "pg_ctl"), "stop", "-D", str(p.data), "-m", "fast", "-w",
                "-t", str(max(1, int(timeout))), "-s"]  # fmt: skip
-        done = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            _as_server_user(cmd), capture_output=True, text=True, check=False, cwd=p.server
+        )
         if done.returncode != 0 and alive(pid):
             log.warning("pg_ctl stop failed (%s): killing PostgreSQL", done.stderr.strip())
             terminate(pid, 10, first=signal.SIGQUIT)
+    if p.legacy_data is not None and _shut(p.legacy_data, timeout):
+        log.info("stopped the old-layout cluster in %s", p.legacy_data)
     p.pid.unlink(missing_ok=True)
     return pid is not None
+
+
+def remove(state_dir: Path) -> None:
+    """Stop the cluster and delete its data and passwords (the server's dir too, as root)."""
+    p = Paths.of(state_dir)
+    stop(state_dir)
+    shutil.rmtree(p.data, ignore_errors=True)
+    if p.server != p.root:
+        shutil.rmtree(p.server, ignore_errors=True)
+    if p.legacy_data is not None:
+        shutil.rmtree(p.legacy_data, ignore_errors=True)
+    for f in (p.passwords, p.mode):
+        with contextlib.suppress(OSError):
+            f.unlink()

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.infra import local
+from shared.infra import local, postgres
 from shared.infra.local import Endpoints
 from shared.settings import REPO_ROOT
 
@@ -37,15 +37,15 @@ def start_infrastructure() -> tuple[Endpoints, str]:
     engine = "reachable, but" if docker_engine_reachable() else "not reachable:"
     if not os.environ.get("SWITCHBOARD_TEST_KEEP_INFRA"):
         # Every session starts from empty storage, so no state of an earlier run leaks in.
-        local.down(TEST_STATE_DIR)
-        shutil.rmtree(TEST_STATE_DIR, ignore_errors=True)
+        local.purge(TEST_STATE_DIR)
     timings: dict[str, float] = {}
     endpoints = local.up(TEST_STATE_DIR, fast=True, timings=timings)
     local.write_env_file(TEST_STATE_DIR, endpoints)
     spent = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     return endpoints, (
         f"Docker engine {engine} local Apache Kafka 4.1.1 (KRaft) and PostgreSQL processes "
-        f"in {TEST_STATE_DIR} ({spent})"
+        f"in {TEST_STATE_DIR}, PostgreSQL's data in {postgres.Paths.of(TEST_STATE_DIR).data} "
+        f"({spent})"
     )
 
 
@@ -53,4 +53,5 @@ def stop_infrastructure() -> None:
     if os.environ.get("SWITCHBOARD_INFRA") != "external" and not os.environ.get(
         "SWITCHBOARD_TEST_KEEP_INFRA"
     ):
-        local.down(TEST_STATE_DIR)
+        # The data goes (as root PostgreSQL's lives outside the checkout); the logs stay.
+        local.down(TEST_STATE_DIR, remove_data=True)
