@@ -1,0 +1,216 @@
+"""Secrets people type or paste: stated passwords and codes, keys and tokens, a CVV or expiry.
+
+Three kinds:
+- *Stated*: a label ("password", "Passwort", "contraseña", "PIN", "OTP", "TAN", "token",
+  "API key" …), then `:`/`=`, a verb ("is", "ist", "lautet", "es" …) or just a space, then the
+  value. With a verb or `:` the value is masked unless it is an ordinary word that says something
+  about the secret ("is not working", "ist falsch"); a passphrase of plain words runs to the end
+  of the clause ("is correct horse battery staple, thanks"). With only a space the value must look
+  like one (a code with a digit; a password that is not a common word), so "pin the message" or
+  "password reset" stay as written. Quoted values are masked whole.
+- *Machine*: `pwd=…`, `api_key=…`, `"password": "…"`, `x-api-key: …`, `Authorization: Bearer …`
+  and `Basic …`, credentials in URLs, private key blocks, and tokens whose shape names them:
+  Stripe `sk_live_…`, GitHub, GitLab, Slack, AWS access key ids, Google API keys, OpenAI-style
+  `sk-…`, SendGrid, npm, PyPI, and JWTs.
+- *Card details*: a CVV/CVC or an expiry after its label, wherever it is written.
+
+Every pattern starts at a literal or a token start and reads a bounded stretch (or consumes what it
+reads), so the time is linear in the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.redaction_spans import CARD_DETAIL, SECRET, TOKEN, Span
+
+_PASS = ["password", "pass word", "passwort", "kennwort", "passphrase", "pass phrase",
+         "passcode", "pass code", "contraseña", "contrasena", "clave de acceso", "clave secreta",
+         "mot de passe", "memorable word", "memorable information", "secret word",
+         "secret answer", "security answer", "one time password", "einmalpasswort",
+         "wifi password", "wi fi password", "wlan passwort", "app password"]
+_PW = ["pwd", "pw", "passwd", "pass"]  # only with ":", "=" or a verb after them
+_CODE = ["pin", "pin code", "pincode", "pin number", "pin nummer", "otp", "one time code",
+         "one time passcode", "verification code", "security code", "auth code",
+         "authentication code", "access code", "2fa code", "mfa code", "sms code", "login code",
+         "sign in code", "recovery code", "backup code", "reset code", "geheimzahl",
+         "geheimnummer", "bestätigungscode", "bestaetigungscode", "verifizierungscode",
+         "einmalcode", "sicherheitscode", "zugangscode", "freischaltcode", "código", "codigo",
+         "código pin", "código de verificación", "codigo de verificacion", "código de seguridad",
+         "codigo de seguridad", "código de acceso", "codigo de acceso", "clave", "clave dinámica",
+         "número secreto", "numero secreto"]
+_CODE_EXACT_CASE = ["TAN", "mTAN", "smsTAN", "pushTAN", "PUK"]
+_KEY = ["token", "access token", "auth token", "api token", "refresh token", "session token",
+        "bearer token", "api key", "apikey", "secret", "secret key", "client secret",
+        "private key", "access key", "secret access key", "clave api", "api schlüssel",
+        "api schluessel"]
+
+
+def _labels(words: list[str]) -> str:
+    return "|".join(re.escape(w).replace(r"\ ", r"[ \t\-]?")
+                    for w in sorted(words, key=len, reverse=True))
+
+
+_FIRST = "".join(sorted({w[0].lower() for w in _PASS + _PW + _CODE + _KEY + _CODE_EXACT_CASE}
+                        | {w[0].upper() for w in _PASS + _PW + _CODE + _KEY}))
+_VIA = (r"[ \t]{1,3}(?:for|to|of|on|für|fuer|zu|zum|zur|von|vom|para|de|del|du|pour)"
+        r"(?:[ \t]{1,3}[^\s:=]{1,24}+){1,3}?")
+_ASSIGN = r"[ \t]{0,3}(?:[:=：]|->|=>)[ \t]{0,3}"
+_VERB = (r"[ \t]{1,3}(?:is|was|ist|lautet|lautete|war|es|era|est|would[ \t]be|will[ \t]be"
+         r"|is[ \t]now|is[ \t]still|changed[ \t]to|set[ \t]to)(?:[ \t]{0,2}[:=])?[ \t]{1,3}")
+_STATED = re.compile(
+    rf"(?=[{_FIRST}])(?<![^\W_])"
+    rf"(?:(?P<pass>{_labels(_PASS)})|(?P<pw>{_labels(_PW)})|(?P<code>{_labels(_CODE)}"
+    rf"|(?-i:{'|'.join(_CODE_EXACT_CASE)}))|(?P<key>{_labels(_KEY)}))(?![^\W_])"
+    rf"(?:{_VIA}(?:(?P<via_assign>{_ASSIGN})|(?P<via_verb>{_VERB}))"
+    rf"|(?P<assign>{_ASSIGN})|(?P<verb>{_VERB})|(?P<bare>[ \t]{{1,3}}))"
+    r"(?P<value>[^\s]++)",
+    re.IGNORECASE)
+_NEXT_WORD = re.compile(r"[ \t]{1,3}([^\s]{1,64}+)")
+_TRAILING = ".,;:?!)]}\"'»”’"
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "‚": "‘", "`": "`",
+           "»": "«"}
+_MASKS = ("[redacted]", "[card ", "[iban ", "[ssn ", "[ni ")
+
+# Words that say something about a secret rather than being it, and words that end a passphrase.
+STOP_WORDS = frozenset("""
+a an the and or but so because if then than that this these those it its i me my mine you your
+yours we our they their he she his her him them is are was were be been being am do does did done
+have has had having will would shall should can could may might must not no nor yet still also
+too very just only again already anymore any some all every each please pls thanks thank thx to
+for of on in at by with from into onto about as via per up down out off over under since until
+till after before when while where why how what which who whom whose there here now today
+yesterday tomorrow ever never always sometimes reset changed change expired expires forgotten
+forgot lost wrong incorrect invalid blocked locked required needed missing working work works
+doesn't don't didn't isn't wasn't won't can't cannot couldn't field box link email mail sms text
+number code manager policy requirements entry prompt screen page problem issue help same different
+set sent new old ok okay fine accepted rejected saved
+der die das den dem des ein eine einen einem einer eines und oder aber sondern denn weil wenn dann
+als dass ich mich mir mein meine meinen meinem meiner du dich dir dein deine sie ihr ihre wir uns
+unser ist sind waren wird werden wurde wurden hat habe haben hatte kann können könnte muss müssen
+soll sollte nicht kein keine keinen noch schon auch nur bitte danke für fuer von vom zu zum zur
+mit bei nach seit bis auf aus über unter vor gestern heute morgen jetzt hier dort da vergessen
+zurücksetzen zurückgesetzt geändert ändern funktioniert geht falsch ungültig gesperrt abgelaufen
+erneut wieder neu
+el la los las un una unos unas y o pero porque si entonces que este esta esto ese esa eso yo me mi
+mis tu su sus nosotros es son era fue está estaba ha he han ni ya también tambien solo otra vez
+por para de del con en sin sobre desde hasta favor gracias olvidé olvide olvidada olvidado cambiar
+cambiada restablecer incorrecta incorrecto inválida invalida bloqueada bloqueado caducada caducado
+nueva
+le les et ou mais pas ne
+""".split())
+
+_KV = re.compile(
+    r"(?<![A-Za-z])(?:(?P<compound>api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key"
+    r"|private[_\-]?key|client[_\-]?secret|(?:auth|access|refresh|id|session|api)[_\-]?token"
+    r"|session[_\-]?id|x-api-key|x-auth-token)|(?P<plain>password|passwd|passphrase|pwd|pass"
+    r"|pin|secret|token|sig|credentials?))(?![A-Za-z])"
+    r"(?:(?P<eq>[ \t]{0,2}=[ \t]{0,2})|(?P<json>\"[ \t]{0,2}:[ \t]{0,2})"
+    r"|(?P<colon>[ \t]{0,2}:[ \t]{0,2}))"
+    r"(?P<value>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s&;,\"'<>]++)",
+    re.IGNORECASE)
+_SHAPES = re.compile(
+    r"(?<![\w\-])(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}+|whsec_[0-9A-Za-z]{16,}+"
+    r"|(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}+|github_pat_[A-Za-z0-9_]{30,}+"
+    r"|glpat-[A-Za-z0-9_\-]{20,}+|xox[abposr]-[A-Za-z0-9\-]{10,}+"
+    r"|(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])|AIza[0-9A-Za-z_\-]{35}(?![\w\-])"
+    r"|sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}+|SG\.[\w\-]{16,}+\.[\w\-]{16,}+"
+    r"|npm_[A-Za-z0-9]{30,}+|pypi-[A-Za-z0-9_\-]{40,}+"
+    r"|eyJ[A-Za-z0-9_\-]{4,}+\.eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+)?)")
+_BEARER = re.compile(r"(?<![^\W_])(?i:bearer)[ \t]{1,3}(?P<value>[A-Za-z0-9\-._~+/]{16,}+=*+)")
+_BASIC = re.compile(
+    r"(?i:authorization)[ \t]{0,3}:[ \t]{0,3}(?i:basic)[ \t]{1,3}(?P<value>[A-Za-z0-9+/]{6,}+=*+)")
+_URL_CREDENTIALS = re.compile(
+    r"(?<![\w+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,20}+://[^\s/:@]{1,128}+:(?P<value>[^\s/@]{1,256}+)@")
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[\sA-Za-z0-9+/=:,]{0,20000}+"
+    r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?")
+
+_FILLER = (r"[ \t]{0,3}(?:(?:is|was|ist|lautet|es|son|sind|are|:|=|#|number|no\.?|code|on|am|el)"
+           r"[ \t:]{0,3}){0,2}")
+_CVV = re.compile(
+    r"(?<![^\W_])(?:cvv2?|cvc2?|cid|csc|card[ \t]verification[ \t](?:value|code|number)"
+    r"|security[ \t]code|kartenprüfnummer|kartenpruefnummer|prüfnummer|pruefnummer|prüfziffer"
+    r"|sicherheitscode|c[óo]digo[ \t]de[ \t]seguridad|c[óo]digo[ \t]cvv)(?![^\W_])"
+    rf"{_FILLER}(?P<value>[0-9]{{3,4}})(?![0-9])",
+    re.IGNORECASE)
+_EXPIRY = re.compile(
+    r"(?<![^\W_])(?:exp\.?|expiry(?:[ \t]date)?|expiration[ \t]date|exp[ \t]date|valid[ \t]thru"
+    r"|valid[ \t]through|good[ \t]thru|gültig[ \t]bis|gueltig[ \t]bis|ablaufdatum|verfallsdatum"
+    r"|vencimiento|fecha[ \t]de[ \t]vencimiento|caducidad|fecha[ \t]de[ \t]caducidad)"
+    rf"(?![^\W_]){_FILLER}"
+    r"(?P<value>(?:0?[1-9]|1[0-2])[ \t]{0,2}[/.\-][ \t]{0,2}(?:20)?[0-9]{2}"
+    r"|20[0-9]{2}[ \t]{0,2}[/.\-][ \t]{0,2}(?:0?[1-9]|1[0-2])|(?:0[1-9]|1[0-2])(?:20)?[0-9]{2})"
+    r"(?![0-9])",
+    re.IGNORECASE)
+
+
+def secret_spans(view: str) -> list[Span]:
+    spans = [span for match in _STATED.finditer(view) for span in _stated(view, match)]
+    for match in _KV.finditer(view):
+        value = match.group("value")
+        if match.group("colon") and match.group("plain") and value[0] not in "\"'":
+            continue  # "password: …" in prose is a stated secret, judged by its words
+        start, end = match.span("value")
+        if value[0] in "\"'":
+            start, end = start + 1, end - 1
+        if end > start and not view.startswith(_MASKS, start):
+            spans.append(Span(start, end, "[redacted]", SECRET))
+    spans += [Span(m.start(), m.end(), "[redacted]", TOKEN) for m in _SHAPES.finditer(view)]
+    spans += [Span(m.start(), m.end(), "[redacted private key]", TOKEN)
+              for m in _PRIVATE_KEY.finditer(view)]
+    for pattern in (_BEARER, _BASIC, _URL_CREDENTIALS):
+        spans += [Span(m.start("value"), m.end("value"), "[redacted]", TOKEN)
+                  for m in pattern.finditer(view)]
+    for pattern in (_CVV, _EXPIRY):
+        spans += [Span(m.start("value"), m.end("value"), "[redacted]", CARD_DETAIL)
+                  for m in pattern.finditer(view)]
+    return spans
+
+
+def _stated(view: str, match: re.Match[str]) -> list[Span]:
+    family = next(f for f in ("pass", "pw", "code", "key") if match.group(f) is not None)
+    bare = match.group("bare") is not None
+    start = match.start("value")
+    if view.startswith(_MASKS, start):
+        return []
+    close = _QUOTES.get(view[start])
+    if close is not None:
+        end = view.find(close, start + 1, start + 202)
+        if end > start + 1 and "\n" not in view[start + 1 : end]:
+            return [Span(start + 1, end, "[redacted]", SECRET)]
+        start += 1
+    end = match.end("value")  # trailing punctuation is masked with the value, as it always was
+    value = view[start:end].rstrip(_TRAILING) or view[start]
+    word = value.lower()
+    if bare:
+        if family == "pw" or word in STOP_WORDS:
+            return []
+        if family == "code" and not any(c.isdigit() for c in value):
+            return []
+        if family == "key" and (len(value) < 8 or not any(c.isdigit() for c in value)):
+            return []
+    else:
+        if word in STOP_WORDS:
+            return []
+        if family == "key" and len(value) < 12 and not any(c.isdigit() for c in value):
+            return []
+        if family in ("pass", "pw") and value.isalpha() and view[end - 1].isalpha():
+            end = _passphrase_end(view, end)
+    return [Span(start, end, "[redacted]", SECRET)]
+
+
+def _passphrase_end(view: str, end: int) -> int:
+    """A passphrase of plain words runs on to the end of its clause (five more words at most)."""
+    for _ in range(5):
+        word = _NEXT_WORD.match(view, end)
+        if word is None:
+            break
+        text = word.group(1)
+        stripped = text.rstrip(_TRAILING)
+        if not stripped or stripped.lower() in STOP_WORDS or view.startswith(_MASKS, word.start(1)):
+            break
+        end = word.end(1)
+        if stripped != text:  # the clause ends with this word
+            break
+    return end
