@@ -32,10 +32,18 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
+from shared.redaction_patterns import first_char_scan, word_branches
 from shared.redaction_spans import CARD, CARD_DETAIL, Span
-from shared.redaction_spoken import SPOKEN_RUN, SPOKEN_TOKEN, digits_of, has_words
+from shared.redaction_spoken import (
+    NUMERALS_BEFORE,
+    NUMERALS_REACH,
+    SPOKEN_RUN,
+    SPOKEN_TOKEN,
+    digits_of,
+)
 
 MIN_DIGITS, MAX_DIGITS = 13, 19
 # Above these, windows are enumerated with numpy, and masked as their union.
@@ -52,18 +60,22 @@ _UNIT = (rf"[{_SEP_CHARS}]{{1,40}}+"
 # Possessive quantifiers and joiners that never start with a digit: each character is read a
 # bounded number of times, whatever the input.
 _RUN = re.compile(rf"[0-9]++(?:(?:{_UNIT}){{1,8}}[0-9]++)*+")
-_TOKEN = re.compile(rf"([0-9]++)|{_UNIT}")
-_DIGITS = re.compile(r"[0-9]++")
+# A run split at its joiners: digit groups at even indexes, what joins them at odd ones.
+_JOINERS = re.compile(rf"((?:{_UNIT})+)")
 
-_LABEL_BEFORE = re.compile(
-    r"(?<![^\W_])(?:order|bestell(?:ung|nummer)|auftrag(?:snummer)?|pedido|invoice|rechnung"
-    r"(?:snummer)?|factura|tracking|sendung(?:snummer)?|sendungsverfolgung|seguimiento|shipment"
-    r"|parcel|paket|ticket|ref|reference|referenz|referencia|case|imei|serial|serien?nummer"
-    r"|awb|booking|buchung(?:snummer)?|reserva|customer|kunden(?:nummer)?|cliente|member(?:ship)?"
-    r"|policy|police|póliza|poliza|contract|vertrag(?:snummer)?|contrato|isbn|ean|gtin|upc|sku)"
-    r"(?:[ \t]{0,2}(?:number|no\.?|nr\.?|num\.?|#|id|número|numero|nummer))?"
-    r"[ \t]{0,2}[:#]?[ \t]{0,3}\Z",
-    re.IGNORECASE)
+_REFERENCES = ["order", "bestellung", "bestellnummer", "auftrag", "auftragsnummer", "pedido",
+               "invoice", "rechnung", "rechnungsnummer", "factura", "tracking", "sendung",
+               "sendungsnummer", "sendungsverfolgung", "seguimiento", "shipment", "parcel", "paket",
+               "ticket", "ref", "reference", "referenz", "referencia", "case", "imei", "serial",
+               "seriennummer", "serienummer", "awb", "booking", "buchung", "buchungsnummer",
+               "reserva", "customer", "kunden", "kundennummer", "cliente", "member", "membership",
+               "policy", "police", "póliza", "poliza", "contract", "vertrag", "vertragsnummer",
+               "contrato", "isbn", "ean", "gtin", "upc", "sku"]
+# A reference label and what may stand between it and its number ("Order no.: 123…").
+_REFERENCE = re.compile(
+    first_char_scan(word_branches(_REFERENCES), r"[^\W_]")
+    + r"(?![^\W_])(?:[ \t]{0,2}(?i:number|no\.?|nr\.?|num\.?|#|id|número|numero|nummer))?"
+    r"[ \t]{0,2}[:#]?[ \t]{0,3}")
 _AMAZON_ORDER = re.compile(r"[0-9]{3}-[0-9]{7}-[0-9]{7}")
 _IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?:[/:][0-9]{1,5})?")
 _DATE = (r"(?:(?:0?[1-9]|[12][0-9]|3[01])(?P<s1>[./\-])(?:0?[1-9]|[12][0-9]|3[01])(?P=s1)"
@@ -91,6 +103,9 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+_Groups = tuple[list[int], list[int], list[str]]  # starts, ends, digits of a run's groups
+
+
 @dataclass(slots=True)
 class _Runs:
     """Digit groups of all candidate runs, flattened; a window never crosses two runs."""
@@ -102,33 +117,42 @@ class _Runs:
     # first group, last group + 1, spoken (any split), labelled (its first number is a reference)
     bounds: list[tuple[int, int, bool, bool]] = field(default_factory=list)
 
-    def add(self, groups: list[tuple[int, int, str]], spoken: bool, labelled: bool) -> None:
+    def add(self, groups: _Groups, spoken: bool, labelled: bool) -> None:
+        starts, ends, digits = groups
         first = len(self.digits)
-        for start, end, digits in groups:
-            self.starts.append(start)
-            self.ends.append(end)
-            self.digits.append(digits)
-            self.run.append(len(self.bounds))
+        self.starts += starts
+        self.ends += ends
+        self.digits += digits
+        self.run += [len(self.bounds)] * len(digits)
         self.bounds.append((first, len(self.digits), spoken, labelled))
+
+
+def _split(parts: list[str], start: int, tokens_at: int) -> _Groups:
+    """Groups of a run split into alternating parts, the groups at `tokens_at` (0 or 1)."""
+    offsets = list(accumulate(map(len, parts), initial=start))
+    return offsets[tokens_at::2], offsets[tokens_at + 1 :: 2], parts[tokens_at::2]
 
 
 def card_spans(view: str) -> list[Span]:
     """Spans of `view` (the text with every decimal digit as ASCII) to mask as card numbers."""
     runs = _Runs()
+    labels = _Labels(view)
     for match in _RUN.finditer(view):
         start, end = match.span()
         if end - start < MIN_DIGITS:
             continue
-        groups = _groups(view, start, end)
-        if sum(len(g[2]) for g in groups) >= MIN_DIGITS and not _not_a_card(view, start, groups):
-            runs.add(groups, spoken=False, labelled=_labelled(view, start))
+        groups = _split(_JOINERS.split(match.group()), start, 0)
+        if sum(map(len, groups[2])) >= MIN_DIGITS and not _not_a_card(view, start, groups):
+            runs.add(groups, spoken=False, labelled=labels.before(start))
     for match in SPOKEN_RUN.finditer(view):
         start, end = match.span()
-        if has_words(view, start, end):
-            groups = [(t.start(), t.end(), digits_of(t.group()) if t.group(1) else t.group())
-                      for t in SPOKEN_TOKEN.finditer(view, start, end)]
-            if sum(len(g[2]) for g in groups) >= MIN_DIGITS:
-                runs.add(groups, spoken=True, labelled=_labelled(view, start))
+        before = NUMERALS_BEFORE.search(view, max(0, start - NUMERALS_REACH), start)
+        if before is not None:
+            start = before.start()
+        starts, ends, words = _split(SPOKEN_TOKEN.split(view[start:end]), start, 1)
+        digits = [w if w[0] <= "9" else digits_of(w) for w in words]
+        if sum(map(len, digits)) >= MIN_DIGITS:
+            runs.add((starts, ends, digits), spoken=True, labelled=labels.before(start))
     if not runs.bounds:
         return []
     if len(runs.digits) <= _PYTHON_GROUPS:
@@ -139,29 +163,32 @@ def card_spans(view: str) -> list[Span]:
     return _union(runs, first, last)
 
 
-def _groups(view: str, start: int, end: int) -> list[tuple[int, int, str]]:
-    if "<" in view[start:end] or "&" in view[start:end] or "=" in view[start:end]:
-        # Entities and tags may hold digits of their own (`&#8203;`, `<td width=2>`).
-        return [(t.start(), t.end(), t.group(1)) for t in _TOKEN.finditer(view, start, end)
-                if t.group(1)]
-    return [(t.start(), t.end(), t.group()) for t in _DIGITS.finditer(view, start, end)]
+class _Labels:
+    """Where reference labels end, found in one pass when first asked."""
+
+    def __init__(self, view: str) -> None:
+        self.view = view
+        self.ends: set[int] | None = None
+
+    def before(self, start: int) -> bool:
+        if self.ends is None:
+            self.ends = {m.end() for m in _REFERENCE.finditer(self.view)}
+        return start in self.ends
 
 
-def _labelled(view: str, start: int) -> bool:
-    return _LABEL_BEFORE.search(view, max(0, start - 48), start) is not None
-
-
-def _not_a_card(view: str, start: int, groups: list[tuple[int, int, str]]) -> bool:
-    """Run-level exemptions: a phone number, a labelled reference, an order id, an address."""
-    end = groups[-1][1]
-    digits = "".join(g[2] for g in groups)
-    sizes = [len(g[2]) for g in groups]
+def _not_a_card(view: str, start: int, groups: _Groups) -> bool:
+    """Run-level exemptions: a phone number, an order id, an address, dates, USPS tracking."""
+    end = groups[1][-1]
+    digits = "".join(groups[2])
+    sizes = list(map(len, groups[2]))
     if (start > 0 and view[start - 1] == "+" and len(digits) <= 15
             and (start == 1 or not view[start - 2].isalnum())):
         return True
-    return bool(_AMAZON_ORDER.fullmatch(view, start, end) or _IPV4.fullmatch(view, start, end)
-                or _DATES.fullmatch(view, start, end)
-                or ((len(sizes) == 1 or _uniform(sizes, 0, len(sizes) - 1)) and _usps(digits)))
+    count = len(sizes)
+    return bool((sizes == [3, 7, 7] and _AMAZON_ORDER.fullmatch(view, start, end))
+                or (count in (4, 5) and _IPV4.fullmatch(view, start, end))
+                or (count % 3 == 0 and _DATES.fullmatch(view, start, end))
+                or ((count == 1 or _uniform(sizes, 0, count - 1)) and _usps(digits)))
 
 
 def _uniform(sizes: list[int], i: int, j: int) -> bool:
@@ -206,62 +233,64 @@ def _windows_numpy(runs: _Runs) -> tuple[Any, Any]:
     """The same windows as `_windows`, vectorised over all groups (many groups)."""
     import numpy as np
 
-    sizes = np.fromiter((len(d) for d in runs.digits), dtype=np.int64, count=len(runs.digits))
-    count = len(sizes)
-    run = np.asarray(runs.run, dtype=np.int64)
-    bounds = np.asarray(runs.bounds, dtype=np.int64)
+    count = len(runs.digits)
+    sizes = np.fromiter(map(len, runs.digits), dtype=np.int32, count=count)
+    run = np.asarray(runs.run, dtype=np.int32)
+    bounds = np.asarray(runs.bounds, dtype=np.int32)
     run_first, run_stop = bounds[run, 0], bounds[run, 1]
     spoken, labelled = bounds[run, 2].astype(bool), bounds[run, 3].astype(bool)
-    index = np.arange(count)
-    digits = np.frombuffer("".join(runs.digits).encode("ascii"), dtype=np.uint8).astype(np.int64)
-    digits -= 48
-    offset = np.zeros(count + 1, dtype=np.int64)
+    index = np.arange(count, dtype=np.int32)
+    digits = np.frombuffer("".join(runs.digits).encode("ascii"), dtype=np.uint8) - 48
+    total = len(digits)
+    offset = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(sizes, out=offset[1:])
-    doubled = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9])[digits]
-    odd = (np.arange(len(digits)) % 2).astype(bool)
+    # The group that ends at each digit offset (-1: none), to find a window's last group.
+    ending = np.full(total + 1, -1, dtype=np.int32)
+    ending[offset[1:]] = index
+    doubled = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9], dtype=np.uint8)[digits]
+    odd = (np.arange(total) % 2).astype(bool)
     # Luhn sums of any digit range by prefix differences: x for a range whose last digit has an
     # even index (odd indices doubled), y for one whose last digit has an odd index.
-    x = np.zeros(len(digits) + 1, dtype=np.int64)
-    y = np.zeros(len(digits) + 1, dtype=np.int64)
+    x = np.zeros(total + 1, dtype=np.int32)
+    y = np.zeros(total + 1, dtype=np.int32)
     np.cumsum(np.where(odd, doubled, digits), out=x[1:])
     np.cumsum(np.where(odd, digits, doubled), out=y[1:])
-    nonzero = digits[offset[:-1]] != 0
     # Groups of equal size from each group on, for the uniform shape.
     change = np.ones(count, dtype=bool)
     change[1:] = (sizes[1:] != sizes[:-1]) | (run[1:] != run[:-1])
     stretch = np.cumsum(change) - 1
-    stretch_stop = np.append(np.flatnonzero(change)[1:], count)
+    stretch_stop = np.append(np.flatnonzero(change)[1:], count).astype(np.int32)
     equal_from = stretch_stop[stretch] - index
     # The loose shape: at most two groups of ≤ 4 digits before and after the window in its run.
-    big = np.zeros(count + 1, dtype=np.int64)
+    big = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(sizes > 4, out=big[1:])
     loose_before = (index - run_first <= 2) & (big[index] == big[run_first])
     loose_after = (run_stop - 1 - index <= 2) & (big[run_stop] == big[index + 1])
+    # Windows start at a group whose first digit is not 0.
+    first = index[digits[offset[:-1]] != 0]
+    start = offset[first]
+    first_run, first_x, first_y = run[first], x[start], y[start]
     firsts, lasts = [], []
-    longest = int(np.max(run_stop - run_first))
-    for width in range(1, min(MAX_DIGITS, longest) + 1):
-        i = index[: count - width + 1]
-        j = i + width - 1
-        start, stop = offset[i], offset[j + 1]
-        length = stop - start
-        ok = (run[i] == run[j]) & (length >= MIN_DIGITS) & (length <= MAX_DIGITS) & nonzero[i]
-        if not ok.any():
-            continue
-        luhn = np.where((stop - 1) % 2 == 0, x[stop] - x[start], y[stop] - y[start]) % 10 == 0
-        ok &= luhn
-        reference = labelled[i] & (i == run_first[i])
-        if width > 1:
-            grouped = (equal_from[i] >= width - 1) & (sizes[i] <= 4) & (sizes[j] <= sizes[i])
-            if width == 3:
-                grouped |= ((sizes[i] == 4) & (sizes[i + 1] == 6)
-                            & ((sizes[j] == 4) | (sizes[j] == 5)))
-            ok &= spoken[i] | grouped | (loose_before[i] & loose_after[j])
-            reference &= ~grouped
-        ok &= ~reference
-        firsts.append(i[ok])
-        lasts.append(j[ok])
-    if not firsts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    for length in range(MIN_DIGITS, MAX_DIGITS + 1):
+        stop = np.minimum(start + length, total)
+        last = ending[stop]
+        # Luhn: the last digit's index (stop - 1) decides which prefix sums to take.
+        even_end = (start + length) % 2 == 1
+        luhn = np.where(even_end, x[stop] - first_x, y[stop] - first_y) % 10 == 0
+        keep = np.flatnonzero(luhn & (last >= 0) & (start + length <= total)
+                              & (run[last] == first_run))
+        i, j = first[keep], last[keep]
+        width = j - i + 1
+        grouped = (width > 1) & (equal_from[i] >= width - 1) & (sizes[i] <= 4) & (
+            sizes[j] <= sizes[i])
+        three = width == 3
+        grouped[three] |= ((sizes[i[three]] == 4) & (sizes[i[three] + 1] == 6)
+                           & ((sizes[j[three]] == 4) | (sizes[j[three]] == 5)))
+        shaped = (width == 1) | spoken[i] | grouped | (loose_before[i] & loose_after[j])
+        reference = labelled[i] & (i == run_first[i]) & ~grouped
+        keep = np.flatnonzero(shaped & ~reference)
+        firsts.append(i[keep])
+        lasts.append(j[keep])
     return np.concatenate(firsts), np.concatenate(lasts)
 
 
@@ -352,6 +381,8 @@ def _union(runs: _Runs, first: Any, last: Any) -> list[Span]:
     """Every window masked, overlapping ones as one (crafted input with many windows)."""
     import numpy as np
 
+    if not len(first):
+        return []
     starts = np.asarray(runs.starts, dtype=np.int64)[first]
     ends = np.asarray(runs.ends, dtype=np.int64)[last]
     order = np.lexsort((-ends, starts))

@@ -13,6 +13,7 @@ from stdnum import numdb
 from stdnum.iso7064 import mod_97_10
 from stdnum.us import ssn
 
+from shared.redaction_patterns import first_char_scan, word_branches
 from shared.redaction_spans import IBAN, NATIONAL_ID, Span
 
 # Country code → IBAN length, from the SWIFT registry that python-stdnum ships.
@@ -23,27 +24,31 @@ _IBAN_LENGTH = {
 }
 _IBAN_SEP = "[ \u00a0\u202f\\-.]"
 # An IBAN starts a token: two letters and two digits; the rest is read with the country's length.
-_IBAN_START = re.compile(rf"(?<![^\W_])[A-Za-z]{{2}}[0-9]{{2}}(?={_IBAN_SEP}?[A-Za-z0-9])")
+# Found by its first check digit (rare in prose): two letters before it that start a token.
+_IBAN_START = re.compile(
+    rf"[0-9](?<=[A-Za-z]{{2}}[0-9])(?<![^\W_][A-Za-z]{{2}}[0-9])[0-9]"
+    rf"(?={_IBAN_SEP}?[A-Za-z0-9])")
 _IBAN_REST: dict[int, re.Pattern[str]] = {}
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 
 _SSN = re.compile(
-    r"(?<![0-9])(?<![0-9][-. ])(?P<a>[0-9]{3})(?P<sep>[- ])(?P<g>[0-9]{2})(?P=sep)(?P<s>[0-9]{4})"
-    r"(?![0-9])(?![-. ][0-9])")
+    r"(?P<a>[0-9](?<![0-9].)(?<![0-9][-. ].)[0-9]{2})(?P<sep>[- ])(?P<g>[0-9]{2})(?P=sep)"
+    r"(?P<s>[0-9]{4})(?![0-9])(?![-. ][0-9])")
+_SSN_LABELS = ["ssn", "ss#", "social security", "social security number", "social security no",
+               "social security #", "soc sec", "soc. sec.", "soc sec number", "soc. sec. no."]
 _SSN_LABELLED = re.compile(
-    r"(?<![^\W_])(?:ssn|ss#|social security(?:[ \t]{1,2}(?:number|no\.?|#))?|soc\.?[ \t]?sec\.?"
-    r"(?:[ \t]{1,2}(?:number|no\.?|#))?)[ \t]{0,3}(?:(?:is|was|:|#|=)[ \t:]{0,3}){0,2}"
-    r"(?P<n>[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4})(?![0-9])",
-    re.IGNORECASE)
+    first_char_scan(word_branches(_SSN_LABELS, space="[ \t]{1,2}"), r"[^\W_]")
+    + r"[ \t]{0,3}(?:(?i:is|was|:|#|=)[ \t:]{0,3}){0,2}"
+    r"(?P<n>[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4})(?![0-9])")
 # HMRC: no D, F, I, Q, U, V as either prefix letter, no O as the second; suffix A–D.
 _NINO = re.compile(
-    r"(?<![A-Za-z0-9])(?P<p>[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z])"
+    r"(?P<p>[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9].)[A-CEGHJ-NPR-TW-Z])"
     r"(?:(?P<d>[0-9]{6})|[ \u00a0](?P<d1>[0-9]{2})[ \u00a0](?P<d2>[0-9]{2})[ \u00a0]"
     r"(?P<d3>[0-9]{2})[ \u00a0]?)(?P<s>[A-D])(?![A-Za-z0-9])")
 # Written in one piece, any case will do ("ab123456c").
 _NINO_LOWER = re.compile(
-    r"(?<![A-Za-z0-9])(?P<p>[a-ceghj-pr-tw-z][a-ceghj-npr-tw-z])(?P<d>[0-9]{6})(?P<s>[a-d])"
-    r"(?![A-Za-z0-9])", re.IGNORECASE)
+    r"(?P<p>[a-ceghj-pr-tw-zA-CEGHJ-PR-TW-Z](?<![A-Za-z0-9].)(?i:[a-ceghj-npr-tw-z]))"
+    r"(?P<d>[0-9]{6})(?P<s>(?i:[a-d]))(?![A-Za-z0-9])")
 _NINO_NOT_ALLOCATED = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
 
 
@@ -51,9 +56,10 @@ def iban_spans(view: str) -> list[Span]:
     spans = []
     position = 0
     for match in _IBAN_START.finditer(view):
-        if match.start() < position:
+        begin = match.start() - 2
+        if begin < position:
             continue
-        country = match.group()[:2].upper()
+        country = view[begin : match.start()].upper()
         length = _IBAN_LENGTH.get(country)
         if length is None:
             continue
@@ -64,10 +70,9 @@ def iban_spans(view: str) -> list[Span]:
         tail = rest.match(view, match.end())
         if tail is None:
             continue
-        compact = (match.group() + "".join(_ALNUM.findall(tail.group()))).upper()
+        compact = (view[begin : match.end()] + "".join(_ALNUM.findall(tail.group()))).upper()
         if mod_97_10.is_valid(compact[4:] + compact[:4]):
-            spans.append(Span(match.start(), tail.end(), f"[iban {country} ****{compact[-4:]}]",
-                              IBAN))
+            spans.append(Span(begin, tail.end(), f"[iban {country} ****{compact[-4:]}]", IBAN))
             position = tail.end()
     return spans
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 
+from shared.redaction_patterns import first_char_scan, word_branches
 from shared.redaction_spans import CARD_DETAIL, SECRET, TOKEN, Span
 
 _PASS = ["password", "pass word", "passwort", "kennwort", "passphrase", "pass phrase",
@@ -46,26 +47,24 @@ _KEY = ["token", "access token", "auth token", "api token", "refresh token", "se
         "api schluessel"]
 
 
-def _labels(words: list[str]) -> str:
-    return "|".join(re.escape(w).replace(r"\ ", r"[ \t\-]?")
-                    for w in sorted(words, key=len, reverse=True))
-
-
-_FIRST = "".join(sorted({w[0].lower() for w in _PASS + _PW + _CODE + _KEY + _CODE_EXACT_CASE}
-                        | {w[0].upper() for w in _PASS + _PW + _CODE + _KEY}))
-_VIA = (r"[ \t]{1,3}(?:for|to|of|on|für|fuer|zu|zum|zur|von|vom|para|de|del|du|pour)"
+_FAMILY = {re.sub(r"[ \t\-]", "", w): family
+           for family, words in (("pass", _PASS), ("pw", _PW), ("code", _CODE), ("key", _KEY))
+           for w in words}
+_EXACT_CASE = {w.lower(): w for w in _CODE_EXACT_CASE}
+_FAMILY.update(dict.fromkeys(_EXACT_CASE, "code"))
+_VIA = (r"[ \t]{1,3}(?i:for|to|of|on|für|fuer|zu|zum|zur|von|vom|para|de|del|du|pour)"
         r"(?:[ \t]{1,3}[^\s:=]{1,24}+){1,3}?")
 _ASSIGN = r"[ \t]{0,3}(?:[:=：]|->|=>)[ \t]{0,3}"
-_VERB = (r"[ \t]{1,3}(?:is|was|ist|lautet|lautete|war|es|era|est|would[ \t]be|will[ \t]be"
+_VERB = (r"[ \t]{1,3}(?i:is|was|ist|lautet|lautete|war|es|era|est|would[ \t]be|will[ \t]be"
          r"|is[ \t]now|is[ \t]still|changed[ \t]to|set[ \t]to)(?:[ \t]{0,2}[:=])?[ \t]{1,3}")
+_WORD_START = r"[^\W_]"  # the character before a label is not a letter or digit
+_LABEL = first_char_scan(word_branches(_PASS + _PW + _CODE + _KEY + _CODE_EXACT_CASE), _WORD_START)
 _STATED = re.compile(
-    rf"(?=[{_FIRST}])(?<![^\W_])"
-    rf"(?:(?P<pass>{_labels(_PASS)})|(?P<pw>{_labels(_PW)})|(?P<code>{_labels(_CODE)}"
-    rf"|(?-i:{'|'.join(_CODE_EXACT_CASE)}))|(?P<key>{_labels(_KEY)}))(?![^\W_])"
+    rf"(?P<label>{_LABEL})"
+    r"(?![^\W_])"
     rf"(?:{_VIA}(?:(?P<via_assign>{_ASSIGN})|(?P<via_verb>{_VERB}))"
     rf"|(?P<assign>{_ASSIGN})|(?P<verb>{_VERB})|(?P<bare>[ \t]{{1,3}}))"
-    r"(?P<value>[^\s]++)",
-    re.IGNORECASE)
+    r"(?P<value>[^\s]++)")
 _NEXT_WORD = re.compile(r"[ \t]{1,3}([^\s]{1,64}+)")
 _TRAILING = ".,;:?!)]}\"'»”’"
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "‚": "‘", "`": "`",
@@ -100,56 +99,68 @@ nueva
 le les et ou mais pas ne
 """.split())
 
+_KV_COMPOUND = ["api key", "apikey", "access key", "secret key", "private key", "client secret",
+                "auth token", "access token", "refresh token", "id token", "session token",
+                "api token", "session id", "x api key", "x auth token"]
+_KV_PLAIN = ["password", "passwd", "passphrase", "pwd", "pass", "pin", "secret", "token", "sig",
+             "credential", "credentials"]
+_KV_KEY = first_char_scan(word_branches(_KV_COMPOUND + _KV_PLAIN, space="[_-]?"), "[A-Za-z]")
 _KV = re.compile(
-    r"(?<![A-Za-z])(?:(?P<compound>api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key"
-    r"|private[_\-]?key|client[_\-]?secret|(?:auth|access|refresh|id|session|api)[_\-]?token"
-    r"|session[_\-]?id|x-api-key|x-auth-token)|(?P<plain>password|passwd|passphrase|pwd|pass"
-    r"|pin|secret|token|sig|credentials?))(?![A-Za-z])"
+    rf"(?P<key>{_KV_KEY})"
+    r"(?![A-Za-z])"
     r"(?:(?P<eq>[ \t]{0,2}=[ \t]{0,2})|(?P<json>\"[ \t]{0,2}:[ \t]{0,2})"
     r"|(?P<colon>[ \t]{0,2}:[ \t]{0,2}))"
-    r"(?P<value>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s&;,\"'<>]++)",
-    re.IGNORECASE)
-_SHAPES = re.compile(
-    r"(?<![\w\-])(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}+|whsec_[0-9A-Za-z]{16,}+"
-    r"|(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}+|github_pat_[A-Za-z0-9_]{30,}+"
-    r"|glpat-[A-Za-z0-9_\-]{20,}+|xox[abposr]-[A-Za-z0-9\-]{10,}+"
-    r"|(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])|AIza[0-9A-Za-z_\-]{35}(?![\w\-])"
-    r"|sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}+|SG\.[\w\-]{16,}+\.[\w\-]{16,}+"
-    r"|npm_[A-Za-z0-9]{30,}+|pypi-[A-Za-z0-9_\-]{40,}+"
-    r"|eyJ[A-Za-z0-9_\-]{4,}+\.eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+)?)")
-_BEARER = re.compile(r"(?<![^\W_])(?i:bearer)[ \t]{1,3}(?P<value>[A-Za-z0-9\-._~+/]{16,}+=*+)")
-_BASIC = re.compile(
-    r"(?i:authorization)[ \t]{0,3}:[ \t]{0,3}(?i:basic)[ \t]{1,3}(?P<value>[A-Za-z0-9+/]{6,}+=*+)")
-_URL_CREDENTIALS = re.compile(
-    r"(?<![\w+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,20}+://[^\s/:@]{1,128}+:(?P<value>[^\s/@]{1,256}+)@")
+    r"(?P<value>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s&;,\"'<>]++)")
+_KV_PLAIN_KEYS = frozenset(_KV_PLAIN)
+_SHAPES = re.compile(first_char_scan({
+    "s": r"k_(?:live|test)_[0-9A-Za-z]{10,}+|k-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}+",
+    "r": r"k_(?:live|test)_[0-9A-Za-z]{10,}+",
+    "w": r"hsec_[0-9A-Za-z]{16,}+",
+    "g": r"h[pousr]_[A-Za-z0-9]{30,}+|ithub_pat_[A-Za-z0-9_]{30,}+|lpat-[A-Za-z0-9_\-]{20,}+",
+    "x": r"ox[abposr]-[A-Za-z0-9\-]{10,}+",
+    "A": r"(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_\-]{35}(?![\w\-])",
+    "S": r"G\.[\w\-]{16,}+\.[\w\-]{16,}+",
+    "n": r"pm_[A-Za-z0-9]{30,}+",
+    "p": r"ypi-[A-Za-z0-9_\-]{40,}+",
+    "e": r"yJ[A-Za-z0-9_\-]{4,}+\.eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+)?",
+}, r"[\w\-]"))
+_BEARER = re.compile(first_char_scan(word_branches(["bearer"]), _WORD_START)
+                     + r"[ \t]{1,3}(?P<value>[A-Za-z0-9\-._~+/]{16,}+=*+)")
+_BASIC = re.compile(first_char_scan(word_branches(["authorization"]))
+                    + r"[ \t]{0,3}:[ \t]{0,3}(?i:basic)[ \t]{1,3}(?P<value>[A-Za-z0-9+/]{6,}+=*+)")
+_URL_CREDENTIALS = re.compile(r"://[^\s/:@]{1,128}+:(?P<value>[^\s/@]{1,256}+)@")
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[\sA-Za-z0-9+/=:,]{0,20000}+"
     r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?")
 
-_FILLER = (r"[ \t]{0,3}(?:(?:is|was|ist|lautet|es|son|sind|are|:|=|#|number|no\.?|code|on|am|el)"
+_FILLER = (r"[ \t]{0,3}(?:(?i:is|was|ist|lautet|es|son|sind|are|:|=|#|number|no\.?|code|on|am|el)"
            r"[ \t:]{0,3}){0,2}")
+_CVV_LABELS = ["cvv", "cvv2", "cvc", "cvc2", "cid", "csc", "card verification value",
+               "card verification code", "card verification number", "security code",
+               "kartenprüfnummer", "kartenpruefnummer", "prüfnummer", "pruefnummer", "prüfziffer",
+               "sicherheitscode", "código de seguridad", "codigo de seguridad", "código cvv",
+               "codigo cvv"]
+_EXPIRY_LABELS = ["exp", "expiry", "expiry date", "expiration date", "exp date", "valid thru",
+                  "valid through", "good thru", "gültig bis", "gueltig bis", "ablaufdatum",
+                  "verfallsdatum", "vencimiento", "fecha de vencimiento", "caducidad",
+                  "fecha de caducidad"]
 _CVV = re.compile(
-    r"(?<![^\W_])(?:cvv2?|cvc2?|cid|csc|card[ \t]verification[ \t](?:value|code|number)"
-    r"|security[ \t]code|kartenprüfnummer|kartenpruefnummer|prüfnummer|pruefnummer|prüfziffer"
-    r"|sicherheitscode|c[óo]digo[ \t]de[ \t]seguridad|c[óo]digo[ \t]cvv)(?![^\W_])"
-    rf"{_FILLER}(?P<value>[0-9]{{3,4}})(?![0-9])",
-    re.IGNORECASE)
+    first_char_scan(word_branches(_CVV_LABELS, space="[ \t]"), _WORD_START)
+    + rf"(?![^\W_]){_FILLER}(?P<value>[0-9]{{3,4}})(?![0-9])")
 _EXPIRY = re.compile(
-    r"(?<![^\W_])(?:exp\.?|expiry(?:[ \t]date)?|expiration[ \t]date|exp[ \t]date|valid[ \t]thru"
-    r"|valid[ \t]through|good[ \t]thru|gültig[ \t]bis|gueltig[ \t]bis|ablaufdatum|verfallsdatum"
-    r"|vencimiento|fecha[ \t]de[ \t]vencimiento|caducidad|fecha[ \t]de[ \t]caducidad)"
-    rf"(?![^\W_]){_FILLER}"
+    first_char_scan(word_branches(_EXPIRY_LABELS, space="[ \t]"), _WORD_START)
+    + rf"\.?(?![^\W_]){_FILLER}"
     r"(?P<value>(?:0?[1-9]|1[0-2])[ \t]{0,2}[/.\-][ \t]{0,2}(?:20)?[0-9]{2}"
     r"|20[0-9]{2}[ \t]{0,2}[/.\-][ \t]{0,2}(?:0?[1-9]|1[0-2])|(?:0[1-9]|1[0-2])(?:20)?[0-9]{2})"
-    r"(?![0-9])",
-    re.IGNORECASE)
+    r"(?![0-9])")
 
 
 def secret_spans(view: str) -> list[Span]:
     spans = [span for match in _STATED.finditer(view) for span in _stated(view, match)]
     for match in _KV.finditer(view):
         value = match.group("value")
-        if match.group("colon") and match.group("plain") and value[0] not in "\"'":
+        plain = re.sub(r"[_-]", "", match.group("key").lower()) in _KV_PLAIN_KEYS
+        if match.group("colon") and plain and value[0] not in "\"'":
             continue  # "password: …" in prose is a stated secret, judged by its words
         start, end = match.span("value")
         if value[0] in "\"'":
@@ -169,7 +180,11 @@ def secret_spans(view: str) -> list[Span]:
 
 
 def _stated(view: str, match: re.Match[str]) -> list[Span]:
-    family = next(f for f in ("pass", "pw", "code", "key") if match.group(f) is not None)
+    label = match.group("label")
+    compact = re.sub(r"[ \t\-]", "", label.lower())
+    if compact in _EXACT_CASE and label != _EXACT_CASE[compact]:
+        return []  # "tan leather", "puk": only TAN and PUK as written
+    family = _FAMILY[compact]
     bare = match.group("bare") is not None
     start = match.start("value")
     if view.startswith(_MASKS, start):

@@ -8,14 +8,14 @@ the IBAN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from operator import itemgetter
+from typing import NamedTuple
 
 # Priorities: a span of a higher kind wins the label of a merged mask.
 IBAN, CARD, NATIONAL_ID, TOKEN, SECRET, CARD_DETAIL = 60, 50, 40, 30, 20, 10
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
     start: int
     end: int
     replacement: str
@@ -26,7 +26,7 @@ def apply(text: str, spans: list[Span]) -> str:
     """`text` with every span masked; overlapping spans are masked once, as their union."""
     if not spans:
         return text
-    spans.sort(key=lambda s: (s.start, -s.end))
+    spans.sort(key=itemgetter(0))  # stable: equal starts keep the detectors' order
     out: list[str] = []
     position = 0
     current = spans[0]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from shared.redaction_patterns import first_char_scan, trie, word_branches
+
 _EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _EN_TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
              "seventeen", "eighteen", "nineteen"]
@@ -60,44 +62,22 @@ def _vocabulary() -> dict[str, str]:
 WORDS = _vocabulary()
 
 
-def _trie_pattern(words: list[str]) -> str:
-    """One alternation in trie form: each attempt reads each character at most once."""
-    trie: dict[str, dict] = {}
-    for word in words:
-        node = trie
-        for char in word:
-            node = node.setdefault(char, {})
-        node[""] = {}
-
-    def emit(node: dict[str, dict]) -> str:
-        branches = [("[ -]" if c == " " else re.escape(c)) + emit(child)
-                    for c, child in sorted(node.items()) if c]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
-        return f"(?:{body})?" if "" in node else body
-
-    return emit(trie)
-
-
-_WORD = rf"(?<!\w)(?:{_trie_pattern(sorted(WORDS))})\b"
-# A run can only start at a letter some number word starts with, or a digit: the scanner skips
-# every other position without entering the alternation (3x faster on prose).
-_FIRST = "".join(sorted({w[0] for w in WORDS} | {w[0].upper() for w in WORDS}))
+_TRIE = trie(WORDS, space="[ -]")
 # Between two spoken digits: punctuation, spaces, a filler word, or "and".
 _GAP = r"[\s,.;:\-\u2013\u2014/]{1,6}+"
-_FILLER = r"(?:uh|um|uhm|hmm|er|äh|ähm|öh|eh|and|und|y)"
-_JOIN = rf"{_GAP}(?:{_FILLER}{_GAP})?"
-_TOKEN = rf"(?:{_WORD}|[0-9]++)"
-SPOKEN_RUN = re.compile(rf"(?=[{_FIRST}0-9]){_TOKEN}(?:{_JOIN}{_TOKEN})*+", re.IGNORECASE)
-SPOKEN_TOKEN = re.compile(rf"({_WORD})|[0-9]++", re.IGNORECASE)
-_LETTER = re.compile(r"[^\W\d_]")
+_JOIN = rf"{_GAP}(?:(?i:uh|um|uhm|hmm|er|äh|ähm|öh|eh|and|und|y){_GAP})?"
+_TOKEN = rf"(?:(?<!\w)(?i:{_TRIE})\b|[0-9]++)"
+# A run starts at a word (so text of plain digits costs nothing here); digits said before the
+# first word ("4 one one …") are taken in by NUMERALS_BEFORE.
+SPOKEN_RUN = re.compile(first_char_scan(word_branches(WORDS, space="[ -]", after=r"\b"), r"\w")
+                        + rf"(?:{_JOIN}{_TOKEN})*+")
+NUMERALS_BEFORE = re.compile(rf"(?<![0-9])(?:[0-9]++{_JOIN})++\Z")
+NUMERALS_REACH = 64
+# A run split at its tokens: what joins them at even indexes, the tokens at odd ones.
+SPOKEN_TOKEN = re.compile(rf"((?<!\w)(?i:{_TRIE})\b|[0-9]++)")
 
 
 def digits_of(word: str) -> str:
     """The digits a number word stands for ("Forty-One" → "41")."""
     return WORDS[re.sub(r"[ -]", " ", word.lower())]
 
-
-def has_words(text: str, start: int, end: int) -> bool:
-    return _LETTER.search(text, start, end) is not None
