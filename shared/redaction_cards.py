@@ -142,7 +142,8 @@ def card_spans(view: str) -> list[Span]:
         if end - start < MIN_DIGITS:
             continue
         groups = _split(_JOINERS.split(match.group()), start, 0)
-        if sum(map(len, groups[2])) >= MIN_DIGITS and not _not_a_card(view, start, groups):
+        total = sum(map(len, groups[2]))
+        if total >= MIN_DIGITS and not _not_a_card(view, start, total, groups):
             runs.add(groups, spoken=False, labelled=labels.before(start))
     for match in SPOKEN_RUN.finditer(view):
         start, end = match.span()
@@ -176,19 +177,23 @@ class _Labels:
         return start in self.ends
 
 
-def _not_a_card(view: str, start: int, groups: _Groups) -> bool:
+def _not_a_card(view: str, start: int, total: int, groups: _Groups) -> bool:
     """Run-level exemptions: a phone number, an order id, an address, dates, USPS tracking."""
-    end = groups[1][-1]
-    digits = "".join(groups[2])
-    sizes = list(map(len, groups[2]))
-    if (start > 0 and view[start - 1] == "+" and len(digits) <= 15
+    if (start > 0 and view[start - 1] == "+" and total <= 15
             and (start == 1 or not view[start - 2].isalnum())):
         return True
-    count = len(sizes)
-    return bool((sizes == [3, 7, 7] and _AMAZON_ORDER.fullmatch(view, start, end))
-                or (count in (4, 5) and _IPV4.fullmatch(view, start, end))
-                or (count % 3 == 0 and _DATES.fullmatch(view, start, end))
-                or ((count == 1 or _uniform(sizes, 0, count - 1)) and _usps(digits)))
+    end, digits = groups[1][-1], groups[2]
+    count = len(digits)
+    if count % 3 == 0 and _DATES.fullmatch(view, start, end):
+        return True
+    if count in (4, 5) and _IPV4.fullmatch(view, start, end):
+        return True
+    if count == 3 and _AMAZON_ORDER.fullmatch(view, start, end):
+        return True
+    if total in _USPS_LENGTHS and digits[0][0] == "9":
+        sizes = list(map(len, digits))
+        return (count == 1 or _uniform(sizes, 0, count - 1)) and _usps("".join(digits))
+    return False
 
 
 def _uniform(sizes: list[int], i: int, j: int) -> bool:
@@ -329,10 +334,11 @@ def _isbn13(digits: str) -> bool:
             and sum(int(d) * (3 if k % 2 else 1) for k, d in enumerate(digits)) % 10 == 0)
 
 
+_USPS_LENGTHS = frozenset({20, 22, 26, 30, 34})
+
+
 def _usps(digits: str) -> bool:
-    """A USPS tracking number (20–34 digits, mod-10 check with weights 3 and 1)."""
-    if len(digits) not in (20, 22, 26, 30, 34) or digits[0] != "9":
-        return False
+    """A USPS tracking number (20–34 digits from 9, mod-10 check with weights 3 and 1)."""
     body = digits[:-1]
     total = sum(int(d) * (3 if k % 2 == 0 else 1) for k, d in enumerate(reversed(body)))
     return (10 - total % 10) % 10 == int(digits[-1])

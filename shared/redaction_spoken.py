@@ -77,7 +77,11 @@ NUMERALS_REACH = 64
 SPOKEN_TOKEN = re.compile(rf"((?<!\w)(?i:{_TRIE})\b|[0-9]++)")
 
 
+# Lower-case spellings, with a hyphen or a space inside compounds ("forty-one", "forty one").
+_LOOKUP = {**WORDS, **{w.replace(" ", "-"): d for w, d in WORDS.items()}}
+
+
 def digits_of(word: str) -> str:
     """The digits a number word stands for ("Forty-One" → "41")."""
-    return WORDS[re.sub(r"[ -]", " ", word.lower())]
+    return _LOOKUP[word.lower()]
 
