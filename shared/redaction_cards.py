@@ -16,9 +16,9 @@ before it or a CVV after it. This keeps dates, phone and order numbers in a row 
 one number. Spoken runs take any split.
 
 Not a card, though Luhn-valid: a run right after `+` of at most 15 digits (an E.164 phone number);
-the number right after a label such as "order", "tracking", "invoice", "IMEI", unless it is grouped
-like a card (4-4-4-4, 4-6-5); Amazon order numbers (3-7-7); IPv4 addresses; USPS tracking numbers;
-a window that reads as a timestamp (YYYYMMDDhhmmss[fff], e.g. `IMG_20240301_123456.jpg`) or a
+an unbroken number right after a label such as "order", "tracking", "invoice", "IMEI" ("order
+4111 1111 1111 1111" is still masked); Amazon order numbers (3-7-7); IPv4 addresses; USPS
+tracking numbers; a window that reads as a timestamp (YYYYMMDDhhmmss[fff], e.g. `IMG_20240301_123456.jpg`) or a
 valid ISBN-13; a run of dates ("12/03/2024 - 14/03/2024").
 
 Of the windows, the non-overlapping set that covers the most digits is masked, preferring a
@@ -63,7 +63,7 @@ _RUN = re.compile(rf"[0-9]++(?:(?:{_UNIT}){{1,8}}[0-9]++)*+")
 # A run split at its joiners: digit groups at even indexes, what joins them at odd ones.
 _JOINERS = re.compile(rf"((?:{_UNIT})+)")
 
-_REFERENCES = ["order", "bestellung", "bestellnummer", "auftrag", "auftragsnummer", "pedido",
+REFERENCE_LABELS = ["order", "bestellung", "bestellnummer", "auftrag", "auftragsnummer", "pedido",
                "invoice", "rechnung", "rechnungsnummer", "factura", "tracking", "sendung",
                "sendungsnummer", "sendungsverfolgung", "seguimiento", "shipment", "parcel", "paket",
                "ticket", "ref", "reference", "referenz", "referencia", "case", "imei", "serial",
@@ -73,9 +73,9 @@ _REFERENCES = ["order", "bestellung", "bestellnummer", "auftrag", "auftragsnumme
                "contrato", "isbn", "ean", "gtin", "upc", "sku"]
 # A reference label and what may stand between it and its number ("Order no.: 123…").
 _REFERENCE = re.compile(
-    first_char_scan(word_branches(_REFERENCES), r"[^\W_]")
+    first_char_scan(word_branches(REFERENCE_LABELS), r"[^\W_]")
     + r"(?![^\W_])(?:[ \t]{0,2}(?i:number|no\.?|nr\.?|num\.?|#|id|número|numero|nummer))?"
-    r"[ \t]{0,2}[:#]?[ \t]{0,3}")
+    r"(?:[ \t]{1,2}(?i:is|was|ist|lautet|es|era))?[ \t]{0,2}[:#]?[ \t]{0,3}")
 _AMAZON_ORDER = re.compile(r"[0-9]{3}-[0-9]{7}-[0-9]{7}")
 _IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?:[/:][0-9]{1,5})?")
 _DATE = (r"(?:(?:0?[1-9]|[12][0-9]|3[01])(?P<s1>[./\-])(?:0?[1-9]|[12][0-9]|3[01])(?P=s1)"
@@ -226,9 +226,8 @@ def _windows(runs: _Runs) -> list[tuple[int, int]]:
                 total += sizes[j]
                 if total > MAX_DIGITS:
                     break
-                grouped = i < j and (_uniform(sizes, i, j) or _brand(sizes, i, j))
                 if (total >= MIN_DIGITS and (spoken or _shape_ok(sizes, i, j))
-                        and not (labelled and i == 0 and not grouped)
+                        and not (labelled and i == 0 and i == j)
                         and luhn_valid("".join(runs.digits[first + i : first + j + 1]))):
                     found.append((first + i, first + j))
     return found
@@ -292,7 +291,7 @@ def _windows_numpy(runs: _Runs) -> tuple[Any, Any]:
         grouped[three] |= ((sizes[i[three]] == 4) & (sizes[i[three] + 1] == 6)
                            & ((sizes[j[three]] == 4) | (sizes[j[three]] == 5)))
         shaped = (width == 1) | spoken[i] | grouped | (loose_before[i] & loose_after[j])
-        reference = labelled[i] & (i == run_first[i]) & ~grouped
+        reference = labelled[i] & (i == run_first[i]) & (width == 1)
         keep = np.flatnonzero(shaped & ~reference)
         firsts.append(i[keep])
         lasts.append(j[keep])

@@ -196,6 +196,8 @@ def _stated(view: str, match: re.Match[str]) -> list[Span]:
             return [Span(start + 1, end, "[redacted]", SECRET)]
         start += 1
     end = match.end("value")  # trailing punctuation is masked with the value, as it always was
+    if match.group("assign") == "=" and "&" in view[start:end]:  # a query string: pwd=x&user=y
+        end = view.index("&", start, end) or end
     value = view[start:end].rstrip(_TRAILING) or view[start]
     word = value.lower()
     if bare:

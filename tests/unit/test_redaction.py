@@ -9,6 +9,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from shared.redaction import luhn_valid, redact
+from shared.redaction_cards import REFERENCE_LABELS
 from shared.redaction_secrets import STOP_WORDS
 from shared.redaction_spoken import WORDS
 
@@ -55,8 +56,7 @@ def standalone(prefix: str, suffix: str) -> bool:
     words = {before.group(1).lower() if before else "", after.group(1).lower() if after else ""}
     return (not re.search(r"\d\W{0,40}$", prefix) and not re.match(r"\W{0,40}\d", suffix)
             and not prefix.endswith("+") and not words & WORDS.keys()
-            and not re.search(r"(?i)(order|ref|reference|tracking|invoice|imei|ticket|case)\W*$",
-                              prefix))
+            and not re.search(rf"(?i)\b({'|'.join(REFERENCE_LABELS)})\W*$", prefix))
 
 
 def label_ok(out: str, pan: str, style: str) -> bool:
