@@ -18,8 +18,8 @@ one number. Spoken runs take any split.
 Not a card, though Luhn-valid: a run right after `+` of at most 15 digits (an E.164 phone number);
 an unbroken number right after a label such as "order", "tracking", "invoice", "IMEI" ("order
 4111 1111 1111 1111" is still masked); Amazon order numbers (3-7-7); IPv4 addresses; USPS
-tracking numbers; a window that reads as a timestamp (YYYYMMDDhhmmss[fff], e.g. `IMG_20240301_123456.jpg`) or a
-valid ISBN-13; a run of dates ("12/03/2024 - 14/03/2024").
+tracking numbers; a window that reads as a timestamp (YYYYMMDDhhmmss[fff], as in
+`IMG_20240301_123456.jpg`) or a valid ISBN-13; a run of dates ("12/03/2024 - 14/03/2024").
 
 Of the windows, the non-overlapping set that covers the most digits is masked, preferring a
 16-digit or Amex-length number to a longer window that would take in the CVV or expiry written
