@@ -130,7 +130,7 @@ _BASIC = re.compile(first_char_scan(word_branches(["authorization"]))
                     + r"[ \t]{0,3}:[ \t]{0,3}(?i:basic)[ \t]{1,3}(?P<value>[A-Za-z0-9+/]{6,}+=*+)")
 _URL_CREDENTIALS = re.compile(r"://[^\s/:@]{1,128}+:(?P<value>[^\s/@]{1,256}+)@")
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[\sA-Za-z0-9+/=:,]{0,20000}+"
+    r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[\sA-Za-z0-9+/=:,.]{0,20000}+"
     r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?")
 
 _FILLER = (r"[ \t]{0,3}(?:(?i:is|was|ist|lautet|es|son|sind|are|:|=|#|number|no\.?|code|on|am|el)"
