@@ -40,6 +40,7 @@ class _DigitFold(dict[int, int]):
 
 
 _FOLD = _DigitFold()
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def redact(text: str, extra: Iterable[re.Pattern[str]] = ()) -> str:
@@ -47,7 +48,9 @@ def redact(text: str, extra: Iterable[re.Pattern[str]] = ()) -> str:
     for pattern in extra:
         text = _masked_by(pattern, text)
     view = text if text.isascii() else text.translate(_FOLD)
-    spans = iban_spans(view) + card_spans(view) + national_id_spans(view) + secret_spans(view)
+    count = len(view) - len(view.translate(_NO_DIGITS))
+    spans = (iban_spans(view, count) + card_spans(view, count) + national_id_spans(view, count)
+             + secret_spans(view, count))
     return apply(text, spans)
 
 

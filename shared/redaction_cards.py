@@ -48,6 +48,7 @@ from shared.redaction_spoken import (
 MIN_DIGITS, MAX_DIGITS = 13, 19
 # Above these, windows are enumerated with numpy, and masked as their union.
 _PYTHON_GROUPS, _CHOOSE_WINDOWS = 200, 64
+_SHORTEST_SPOKEN = MIN_DIGITS  # no shorter text can say 13 digits
 
 _SEP_CHARS = (r"\s\u00ad\u180e\u200b-\u200d\u2060\ufeff"
               r"\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d"
@@ -133,11 +134,12 @@ def _split(parts: list[str], start: int, tokens_at: int) -> _Groups:
     return offsets[tokens_at::2], offsets[tokens_at + 1 :: 2], parts[tokens_at::2]
 
 
-def card_spans(view: str) -> list[Span]:
-    """Spans of `view` (the text with every decimal digit as ASCII) to mask as card numbers."""
+def card_spans(view: str, digit_count: int) -> list[Span]:
+    """Spans of `view` (the text with every decimal digit as ASCII) to mask as card numbers;
+    `digit_count` (how many decimal digits it has) skips what cannot match."""
     runs = _Runs()
     labels = _Labels(view)
-    for match in _RUN.finditer(view):
+    for match in _RUN.finditer(view) if digit_count >= MIN_DIGITS else ():
         start, end = match.span()
         if end - start < MIN_DIGITS:
             continue
@@ -145,7 +147,7 @@ def card_spans(view: str) -> list[Span]:
         total = sum(map(len, groups[2]))
         if total >= MIN_DIGITS and not _not_a_card(view, start, total, groups):
             runs.add(groups, spoken=False, labelled=labels.before(start))
-    for match in SPOKEN_RUN.finditer(view):
+    for match in SPOKEN_RUN.finditer(view) if len(view) >= _SHORTEST_SPOKEN else ():
         start, end = match.span()
         before = NUMERALS_BEFORE.search(view, max(0, start - NUMERALS_REACH), start)
         if before is not None:

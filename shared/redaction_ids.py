@@ -58,7 +58,9 @@ _NINO_LOWER = re.compile(
 _NINO_NOT_ALLOCATED = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
 
 
-def iban_spans(view: str) -> list[Span]:
+def iban_spans(view: str, digit_count: int) -> list[Span]:
+    if digit_count < 2 or len(view) < 15:  # the shortest IBAN (Norway) has 15 characters
+        return []
     spans = []
     position = 0
     for match in _IBAN_START.finditer(view):
@@ -83,7 +85,9 @@ def iban_spans(view: str) -> list[Span]:
     return spans
 
 
-def national_id_spans(view: str) -> list[Span]:
+def national_id_spans(view: str, digit_count: int) -> list[Span]:
+    if digit_count < 6:  # an NI number has 6, an SSN 9
+        return []
     spans = []
     for match in _SSN.finditer(view):
         number = match.group("a") + match.group("g") + match.group("s")

@@ -155,8 +155,31 @@ _EXPIRY = re.compile(
     r"(?![0-9])")
 
 
-def secret_spans(view: str) -> list[Span]:
+def secret_spans(view: str, digit_count: int) -> list[Span]:
+    """Spans to mask; `digit_count` (decimal digits in `view`) skips what cannot match."""
     spans = [span for match in _STATED.finditer(view) for span in _stated(view, match)]
+    if "=" in view or ":" in view:
+        spans += _assignments(view)
+    if len(view) >= 20:
+        spans += [Span(m.start(), m.end(), "[redacted]", TOKEN) for m in _SHAPES.finditer(view)]
+        for pattern in (_BEARER, _BASIC):
+            spans += [Span(m.start("value"), m.end("value"), "[redacted]", TOKEN)
+                      for m in pattern.finditer(view)]
+    if "-----BEGIN" in view:
+        spans += [Span(m.start(), m.end(), "[redacted private key]", TOKEN)
+                  for m in _PRIVATE_KEY.finditer(view)]
+    if "://" in view:
+        spans += [Span(m.start("value"), m.end("value"), "[redacted]", TOKEN)
+                  for m in _URL_CREDENTIALS.finditer(view)]
+    if digit_count >= 3:
+        for pattern in (_CVV, _EXPIRY):
+            spans += [Span(m.start("value"), m.end("value"), "[redacted]", CARD_DETAIL)
+                      for m in pattern.finditer(view)]
+    return spans
+
+
+def _assignments(view: str) -> list[Span]:
+    spans = []
     for match in _KV.finditer(view):
         value = match.group("value")
         plain = re.sub(r"[_-]", "", match.group("key").lower()) in _KV_PLAIN_KEYS
@@ -167,15 +190,6 @@ def secret_spans(view: str) -> list[Span]:
             start, end = start + 1, end - 1
         if end > start and not view.startswith(_MASKS, start):
             spans.append(Span(start, end, "[redacted]", SECRET))
-    spans += [Span(m.start(), m.end(), "[redacted]", TOKEN) for m in _SHAPES.finditer(view)]
-    spans += [Span(m.start(), m.end(), "[redacted private key]", TOKEN)
-              for m in _PRIVATE_KEY.finditer(view)]
-    for pattern in (_BEARER, _BASIC, _URL_CREDENTIALS):
-        spans += [Span(m.start("value"), m.end("value"), "[redacted]", TOKEN)
-                  for m in pattern.finditer(view)]
-    for pattern in (_CVV, _EXPIRY):
-        spans += [Span(m.start("value"), m.end("value"), "[redacted]", CARD_DETAIL)
-                  for m in pattern.finditer(view)]
     return spans
 
 
