@@ -3,10 +3,10 @@
 A *run* is a sequence of digit groups joined by what people and HTML put inside a number: any
 whitespace (tabs, NBSP, line breaks), invisible characters (zero-width space, soft hyphen), dashes
 (en-dash, minus), dots, slashes, underscores, `|`, HTML tags (`<br>`, `</td><td>`), entities
-(`&nbsp;`) and quoted-printable soft breaks. Spoken digits ("four one one one …") make runs too
-(`redaction_spoken`). A *window* is a sequence of whole groups of a run with 13–19 digits, a first
-digit other than 0, and a valid Luhn check; an unbroken digit string is only ever considered whole,
-so a longer tracking number is never taken apart.
+(`&nbsp;`) and quoted-printable soft breaks (`=` before a line break or a space). Spoken digits
+("four one one one …") make runs too (`redaction_spoken`). A *window* is a sequence of whole groups
+of a run with 13–19 digits, a first digit other than 0, and a valid Luhn check; an unbroken digit
+string is only ever considered whole, so a longer tracking number is never taken apart.
 
 A window of several groups must also be shaped like a card number as written: groups of one size
 up to 4 (the last may be shorter: 4-4-4-4, 4-4-4-4-3, one digit at a time), Amex/Diners 4-6-5 and
@@ -15,11 +15,11 @@ groups on each side — a number broken by a line, a table cell or an inline tag
 before it or a CVV after it. This keeps dates, phone and order numbers in a row from being read as
 one number. Spoken runs take any split.
 
-Not a card, though Luhn-valid: a run right after `+` of at most 15 digits (an E.164 phone number);
-an unbroken number right after a label such as "order", "tracking", "invoice", "IMEI" ("order
-4111 1111 1111 1111" is still masked); Amazon order numbers (3-7-7); IPv4 addresses; USPS
-tracking numbers; a window that reads as a timestamp (YYYYMMDDhhmmss[fff], as in
-`IMG_20240301_123456.jpg`) or a valid ISBN-13; a run of dates ("12/03/2024 - 14/03/2024").
+Not a card, though Luhn-valid, by their form alone: a run right after `+` of at most 15 digits
+(an E.164 phone number); Amazon order numbers (3-7-7); IPv4 addresses; USPS tracking numbers; a
+window that reads as a timestamp (YYYYMMDDhhmmss[fff], as in `IMG_20240301_123456.jpg`) or a
+valid ISBN-13; a run of dates ("12/03/2024 - 14/03/2024"). A label does not spare a number: a
+Luhn-valid order number or IMEI of 13–19 digits is masked like a card (its digits cannot tell).
 
 Of the windows, the non-overlapping set that covers the most digits is masked, preferring a
 16-digit or Amex-length number to a longer window that would take in the CVV or expiry written
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from shared.redaction_patterns import first_char_scan, word_branches
 from shared.redaction_spans import CARD, CARD_DETAIL, Span
 from shared.redaction_spoken import (
     NUMERALS_BEFORE,
@@ -57,26 +56,13 @@ _SEP_CHARS = (r"\s\u00ad\u180e\u200b-\u200d\u2060\ufeff"
 _UNIT = (rf"[{_SEP_CHARS}]{{1,40}}+"
          r"|<[A-Za-z/!][^<>]{0,60}>"
          r"|&(?:[A-Za-z]{2,12}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
-         r"|=\r?\n")
+         r"|=\s{1,3}")
 # Possessive quantifiers and joiners that never start with a digit: each character is read a
 # bounded number of times, whatever the input.
 _RUN = re.compile(rf"[0-9]++(?:(?:{_UNIT}){{1,8}}[0-9]++)*+")
 # A run split at its joiners: digit groups at even indexes, what joins them at odd ones.
 _JOINERS = re.compile(rf"((?:{_UNIT})+)")
 
-REFERENCE_LABELS = ["order", "bestellung", "bestellnummer", "auftrag", "auftragsnummer", "pedido",
-               "invoice", "rechnung", "rechnungsnummer", "factura", "tracking", "sendung",
-               "sendungsnummer", "sendungsverfolgung", "seguimiento", "shipment", "parcel", "paket",
-               "ticket", "ref", "reference", "referenz", "referencia", "case", "imei", "serial",
-               "seriennummer", "serienummer", "awb", "booking", "buchung", "buchungsnummer",
-               "reserva", "customer", "kunden", "kundennummer", "cliente", "member", "membership",
-               "policy", "police", "póliza", "poliza", "contract", "vertrag", "vertragsnummer",
-               "contrato", "isbn", "ean", "gtin", "upc", "sku"]
-# A reference label and what may stand between it and its number ("Order no.: 123…").
-_REFERENCE = re.compile(
-    first_char_scan(word_branches(REFERENCE_LABELS), r"[^\W_]")
-    + r"(?![^\W_])(?:[ \t]{0,2}(?i:number|no\.?|nr\.?|num\.?|#|id|número|numero|nummer))?"
-    r"(?:[ \t]{1,2}(?i:is|was|ist|lautet|es|era))?[ \t]{0,2}[:#]?[ \t]{0,3}")
 _AMAZON_ORDER = re.compile(r"[0-9]{3}-[0-9]{7}-[0-9]{7}")
 _IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?:[/:][0-9]{1,5})?")
 _DATE = (r"(?:(?:0?[1-9]|[12][0-9]|3[01])(?P<s1>[./\-])(?:0?[1-9]|[12][0-9]|3[01])(?P=s1)"
@@ -115,17 +101,17 @@ class _Runs:
     ends: list[int] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     run: list[int] = field(default_factory=list)
-    # first group, last group + 1, spoken (any split), labelled (its first number is a reference)
-    bounds: list[tuple[int, int, bool, bool]] = field(default_factory=list)
+    # first group, last group + 1, spoken (any split)
+    bounds: list[tuple[int, int, bool]] = field(default_factory=list)
 
-    def add(self, groups: _Groups, spoken: bool, labelled: bool) -> None:
+    def add(self, groups: _Groups, spoken: bool) -> None:
         starts, ends, digits = groups
         first = len(self.digits)
         self.starts += starts
         self.ends += ends
         self.digits += digits
         self.run += [len(self.bounds)] * len(digits)
-        self.bounds.append((first, len(self.digits), spoken, labelled))
+        self.bounds.append((first, len(self.digits), spoken))
 
 
 def _split(parts: list[str], start: int, tokens_at: int) -> _Groups:
@@ -138,7 +124,6 @@ def card_spans(view: str, digit_count: int) -> list[Span]:
     """Spans of `view` (the text with every decimal digit as ASCII) to mask as card numbers;
     `digit_count` (how many decimal digits it has) skips what cannot match."""
     runs = _Runs()
-    labels = _Labels(view)
     for match in _RUN.finditer(view) if digit_count >= MIN_DIGITS else ():
         start, end = match.span()
         if end - start < MIN_DIGITS:
@@ -146,16 +131,16 @@ def card_spans(view: str, digit_count: int) -> list[Span]:
         groups = _split(_JOINERS.split(match.group()), start, 0)
         total = sum(map(len, groups[2]))
         if total >= MIN_DIGITS and not _not_a_card(view, start, total, groups):
-            runs.add(groups, spoken=False, labelled=labels.before(start))
+            runs.add(groups, spoken=False)
     for match in SPOKEN_RUN.finditer(view) if len(view) >= _SHORTEST_SPOKEN else ():
-        start, end = match.span()
+        start, end = match.start("word"), match.end()
         before = NUMERALS_BEFORE.search(view, max(0, start - NUMERALS_REACH), start)
         if before is not None:
             start = before.start()
         starts, ends, words = _split(SPOKEN_TOKEN.split(view[start:end]), start, 1)
         digits = [w if w[0] <= "9" else digits_of(w) for w in words]
         if sum(map(len, digits)) >= MIN_DIGITS:
-            runs.add((starts, ends, digits), spoken=True, labelled=labels.before(start))
+            runs.add((starts, ends, digits), spoken=True)
     if not runs.bounds:
         return []
     if len(runs.digits) <= _PYTHON_GROUPS:
@@ -164,19 +149,6 @@ def card_spans(view: str, digit_count: int) -> list[Span]:
     if len(first) <= _CHOOSE_WINDOWS:
         return _chosen(view, runs, [(int(i), int(j)) for i, j in zip(first, last, strict=True)])
     return _union(runs, first, last)
-
-
-class _Labels:
-    """Where reference labels end, found in one pass when first asked."""
-
-    def __init__(self, view: str) -> None:
-        self.view = view
-        self.ends: set[int] | None = None
-
-    def before(self, start: int) -> bool:
-        if self.ends is None:
-            self.ends = {m.end() for m in _REFERENCE.finditer(self.view)}
-        return start in self.ends
 
 
 def _not_a_card(view: str, start: int, total: int, groups: _Groups) -> bool:
@@ -218,7 +190,7 @@ def _shape_ok(sizes: list[int], i: int, j: int) -> bool:
 def _windows(runs: _Runs) -> list[tuple[int, int]]:
     """(first group, last group) of every window, in plain Python (few groups)."""
     found = []
-    for first, stop, spoken, labelled in runs.bounds:
+    for first, stop, spoken in runs.bounds:
         sizes = [len(d) for d in runs.digits[first:stop]]
         for i in range(len(sizes)):
             if runs.digits[first + i][0] == "0":
@@ -229,7 +201,6 @@ def _windows(runs: _Runs) -> list[tuple[int, int]]:
                 if total > MAX_DIGITS:
                     break
                 if (total >= MIN_DIGITS and (spoken or _shape_ok(sizes, i, j))
-                        and not (labelled and i == 0 and i == j)
                         and luhn_valid("".join(runs.digits[first + i : first + j + 1]))):
                     found.append((first + i, first + j))
     return found
@@ -244,7 +215,7 @@ def _windows_numpy(runs: _Runs) -> tuple[Any, Any]:
     run = np.asarray(runs.run, dtype=np.int32)
     bounds = np.asarray(runs.bounds, dtype=np.int32)
     run_first, run_stop = bounds[run, 0], bounds[run, 1]
-    spoken, labelled = bounds[run, 2].astype(bool), bounds[run, 3].astype(bool)
+    spoken = bounds[run, 2].astype(bool)
     index = np.arange(count, dtype=np.int32)
     digits = np.frombuffer("".join(runs.digits).encode("ascii"), dtype=np.uint8) - 48
     total = len(digits)
@@ -293,8 +264,7 @@ def _windows_numpy(runs: _Runs) -> tuple[Any, Any]:
         grouped[three] |= ((sizes[i[three]] == 4) & (sizes[i[three] + 1] == 6)
                            & ((sizes[j[three]] == 4) | (sizes[j[three]] == 5)))
         shaped = (width == 1) | spoken[i] | grouped | (loose_before[i] & loose_after[j])
-        reference = labelled[i] & (i == run_first[i]) & (width == 1)
-        keep = np.flatnonzero(shaped & ~reference)
+        keep = np.flatnonzero(shaped)
         firsts.append(i[keep])
         lasts.append(j[keep])
     return np.concatenate(firsts), np.concatenate(lasts)

@@ -12,7 +12,7 @@ import re
 from stdnum import numdb
 from stdnum.us import ssn
 
-from shared.redaction_patterns import first_char_scan, word_branches
+from shared.redaction_patterns import WordStart, first_char_scan, word_branches
 from shared.redaction_spans import IBAN, NATIONAL_ID, Span
 
 # Country code → IBAN length, from the SWIFT registry that python-stdnum ships.
@@ -42,19 +42,20 @@ _SSN = re.compile(
     r"(?P<s>[0-9]{4})(?![0-9])(?![-. ][0-9])")
 _SSN_LABELS = ["ssn", "ss#", "social security", "social security number", "social security no",
                "social security #", "soc sec", "soc. sec.", "soc sec number", "soc. sec. no."]
-_SSN_LABELLED = re.compile(
+_SSN_LABELLED = WordStart(
     first_char_scan(word_branches(_SSN_LABELS, space="[ \t]{1,2}"), r"[^\W_]")
     + r"[ \t]{0,3}(?:(?i:is|was|:|#|=)[ \t:]{0,3}){0,2}"
     r"(?P<n>[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4})(?![0-9])")
-# HMRC: no D, F, I, Q, U, V as either prefix letter, no O as the second; suffix A–D.
+# HMRC: no D, F, I, Q, U, V as either prefix letter, no O as the second; suffix A–D. Both forms
+# are found from their first digit (rare in prose), the prefix read before it: "AB123456C" in any
+# case, "AB 12 34 56 C" in capitals.
+_NINO_PREFIX = re.compile(r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]")
 _NINO = re.compile(
-    r"(?P<p>[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9].)[A-CEGHJ-NPR-TW-Z])"
-    r"(?:(?P<d>[0-9]{6})|[ \u00a0](?P<d1>[0-9]{2})[ \u00a0](?P<d2>[0-9]{2})[ \u00a0]"
-    r"(?P<d3>[0-9]{2})[ \u00a0]?)(?P<s>[A-D])(?![A-Za-z0-9])")
-# Written in one piece, any case will do ("ab123456c").
-_NINO_LOWER = re.compile(
-    r"(?P<p>[a-ceghj-pr-tw-zA-CEGHJ-PR-TW-Z](?<![A-Za-z0-9].)(?i:[a-ceghj-npr-tw-z]))"
-    r"(?P<d>[0-9]{6})(?P<s>(?i:[a-d]))(?![A-Za-z0-9])")
+    r"[0-9](?<=[A-Za-z]{2}[0-9])(?<![A-Za-z0-9][A-Za-z]{2}[0-9])[0-9]{5}(?P<s>[A-Da-d])"
+    r"(?![A-Za-z0-9])")
+_NINO_SPACED = re.compile(
+    r"[0-9](?<=[A-Z]{2}[ \u00a0][0-9])(?<![A-Za-z0-9][A-Z]{2}[ \u00a0][0-9])[0-9]"
+    r"[ \u00a0][0-9]{2}[ \u00a0][0-9]{2}[ \u00a0]?(?P<s>[A-D])(?![A-Za-z0-9])")
 _NINO_NOT_ALLOCATED = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ"}
 
 
@@ -98,11 +99,13 @@ def national_id_spans(view: str, digit_count: int) -> list[Span]:
         if ssn.is_valid(number):
             spans.append(Span(match.start("n"), match.end(), f"[ssn ****{number[-4:]}]",
                               NATIONAL_ID))
-    for pattern in (_NINO, _NINO_LOWER):
+    for pattern, gap in ((_NINO, 0), (_NINO_SPACED, 1)):
         for match in pattern.finditer(view):
-            if match.group("p").upper() in _NINO_NOT_ALLOCATED:
-                continue
-            digits = match.group("d") or "".join(match.group(g) for g in ("d1", "d2", "d3"))
-            spans.append(Span(match.start(), match.end(),
-                              f"[ni ****{digits[-3:]}{match.group('s').upper()}]", NATIONAL_ID))
+            begin = match.start() - 2 - gap
+            prefix = view[begin : begin + 2].upper()
+            if _NINO_PREFIX.fullmatch(prefix) and prefix not in _NINO_NOT_ALLOCATED:
+                digits = re.sub(r"[^0-9]", "", match.group())
+                spans.append(Span(begin, match.end(),
+                                  f"[ni ****{digits[-3:]}{match.group('s').upper()}]",
+                                  NATIONAL_ID))
     return spans

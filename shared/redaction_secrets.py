@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from shared.redaction_patterns import first_char_scan, word_branches
+from shared.redaction_patterns import WordStart, first_char_scan, word_branches
 from shared.redaction_spans import CARD_DETAIL, SECRET, TOKEN, Span
 
 _PASS = ["password", "pass word", "passwort", "kennwort", "passphrase", "pass phrase",
@@ -58,9 +58,10 @@ _ASSIGN = r"[ \t]{0,3}(?:[:=：]|->|=>)[ \t]{0,3}"
 _VERB = (r"[ \t]{1,3}(?i:is|was|ist|lautet|lautete|war|es|era|est|would[ \t]be|will[ \t]be"
          r"|is[ \t]now|is[ \t]still|changed[ \t]to|set[ \t]to)(?:[ \t]{0,2}[:=])?[ \t]{1,3}")
 _WORD_START = r"[^\W_]"  # the character before a label is not a letter or digit
-_LABEL = first_char_scan(word_branches(_PASS + _PW + _CODE + _KEY + _CODE_EXACT_CASE), _WORD_START)
-_STATED = re.compile(
-    rf"(?P<label>{_LABEL})"
+_LABEL = first_char_scan(word_branches(_PASS + _PW + _CODE + _KEY + _CODE_EXACT_CASE), _WORD_START,
+                         name="label")
+_STATED = WordStart(
+    rf"{_LABEL}"
     r"(?![^\W_])"
     rf"(?:{_VIA}(?:(?P<via_assign>{_ASSIGN})|(?P<via_verb>{_VERB}))"
     rf"|(?P<assign>{_ASSIGN})|(?P<verb>{_VERB})|(?P<bare>[ \t]{{1,3}}))"
@@ -104,15 +105,16 @@ _KV_COMPOUND = ["api key", "apikey", "access key", "secret key", "private key", 
                 "api token", "session id", "x api key", "x auth token"]
 _KV_PLAIN = ["password", "passwd", "passphrase", "pwd", "pass", "pin", "secret", "token", "sig",
              "credential", "credentials"]
-_KV_KEY = first_char_scan(word_branches(_KV_COMPOUND + _KV_PLAIN, space="[_-]?"), "[A-Za-z]")
-_KV = re.compile(
-    rf"(?P<key>{_KV_KEY})"
+_KV_KEY = first_char_scan(word_branches(_KV_COMPOUND + _KV_PLAIN, space="[_-]?"), "[A-Za-z]",
+                          name="key")
+_KV = WordStart(
+    rf"{_KV_KEY}"
     r"(?![A-Za-z])"
     r"(?:(?P<eq>[ \t]{0,2}=[ \t]{0,2})|(?P<json>\"[ \t]{0,2}:[ \t]{0,2})"
     r"|(?P<colon>[ \t]{0,2}:[ \t]{0,2}))"
     r"(?P<value>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s&;,\"'<>]++)")
 _KV_PLAIN_KEYS = frozenset(_KV_PLAIN)
-_SHAPES = re.compile(first_char_scan({
+_SHAPES = WordStart(first_char_scan({
     "s": r"k_(?:live|test)_[0-9A-Za-z]{10,}+|k-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}+",
     "r": r"k_(?:live|test)_[0-9A-Za-z]{10,}+",
     "w": r"hsec_[0-9A-Za-z]{16,}+",
@@ -123,8 +125,8 @@ _SHAPES = re.compile(first_char_scan({
     "n": r"pm_[A-Za-z0-9]{30,}+",
     "p": r"ypi-[A-Za-z0-9_\-]{40,}+",
     "e": r"yJ[A-Za-z0-9_\-]{4,}+\.eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+)?",
-}, r"[\w\-]"))
-_BEARER = re.compile(first_char_scan(word_branches(["bearer"]), _WORD_START)
+}, r"[\w\-]", name="token"))
+_BEARER = WordStart(first_char_scan(word_branches(["bearer"]), _WORD_START)
                      + r"[ \t]{1,3}(?P<value>[A-Za-z0-9\-._~+/]{16,}+=*+)")
 _BASIC = re.compile(first_char_scan(word_branches(["authorization"]))
                     + r"[ \t]{0,3}:[ \t]{0,3}(?i:basic)[ \t]{1,3}(?P<value>[A-Za-z0-9+/]{6,}+=*+)")
@@ -144,10 +146,10 @@ _EXPIRY_LABELS = ["exp", "expiry", "expiry date", "expiration date", "exp date",
                   "valid through", "good thru", "gültig bis", "gueltig bis", "ablaufdatum",
                   "verfallsdatum", "vencimiento", "fecha de vencimiento", "caducidad",
                   "fecha de caducidad"]
-_CVV = re.compile(
+_CVV = WordStart(
     first_char_scan(word_branches(_CVV_LABELS, space="[ \t]"), _WORD_START)
     + rf"(?![^\W_]){_FILLER}(?P<value>[0-9]{{3,4}})(?![0-9])")
-_EXPIRY = re.compile(
+_EXPIRY = WordStart(
     first_char_scan(word_branches(_EXPIRY_LABELS, space="[ \t]"), _WORD_START)
     + rf"\.?(?![^\W_]){_FILLER}"
     r"(?P<value>(?:0?[1-9]|1[0-2])[ \t]{0,2}[/.\-][ \t]{0,2}(?:20)?[0-9]{2}"
@@ -161,7 +163,8 @@ def secret_spans(view: str, digit_count: int) -> list[Span]:
     if "=" in view or ":" in view:
         spans += _assignments(view)
     if len(view) >= 20:
-        spans += [Span(m.start(), m.end(), "[redacted]", TOKEN) for m in _SHAPES.finditer(view)]
+        spans += [Span(m.start("token"), m.end(), "[redacted]", TOKEN)
+                  for m in _SHAPES.finditer(view)]
         for pattern in (_BEARER, _BASIC):
             spans += [Span(m.start("value"), m.end("value"), "[redacted]", TOKEN)
                       for m in pattern.finditer(view)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from shared.redaction_patterns import first_char_scan, trie, word_branches
+from shared.redaction_patterns import WordStart, first_char_scan, trie, word_branches
 
 _EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _EN_TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
@@ -69,8 +69,8 @@ _JOIN = rf"{_GAP}(?:(?i:uh|um|uhm|hmm|er|äh|ähm|öh|eh|and|und|y){_GAP})?"
 _TOKEN = rf"(?:(?<!\w)(?i:{_TRIE})\b|[0-9]++)"
 # A run starts at a word (so text of plain digits costs nothing here); digits said before the
 # first word ("4 one one …") are taken in by NUMERALS_BEFORE.
-SPOKEN_RUN = re.compile(first_char_scan(word_branches(WORDS, space="[ -]", after=r"\b"), r"\w")
-                        + rf"(?:{_JOIN}{_TOKEN})*+")
+SPOKEN_RUN = WordStart(first_char_scan(word_branches(WORDS, space="[ -]", after=r"\b"), r"\w",
+                                       name="word") + rf"(?:{_JOIN}{_TOKEN})*+")
 NUMERALS_BEFORE = re.compile(rf"(?<![0-9])(?:[0-9]++{_JOIN})++\Z")
 NUMERALS_REACH = 64
 # A run split at its tokens: what joins them at even indexes, the tokens at odd ones.

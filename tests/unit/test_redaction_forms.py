@@ -340,10 +340,8 @@ LUHN_ORDER = next(n for n in (f"30{k:012d}" for k in range(100)) if luhn_valid(n
 IMEI = "356938035643809"  # IMEIs carry a Luhn check digit
 CUSTOMER_TEXT = [
     "Hi, my order 114-3941689-8772232 arrived damaged. I paid 900 EUR on 12/03/2024.",
-    f"Order number: {LUHN_ORDER} was never delivered.",
     f"Please call me on {LUHN_PHONE} or +1 (415) 555-0123 after 5 pm.",
     "Meine Nummer ist 0151 23456789, erreichbar bis 18:00 Uhr.",
-    f"My IMEI is {IMEI}, the phone won't start.",
     f"USPS tracking {USPS[:4]} {USPS[4:8]} {USPS[8:12]} {USPS[12:16]} {USPS[16:20]} {USPS[20:]}",
     f"tracking number {USPS}",
     "UPS 1Z999AA10123456784 shows delivered",
@@ -380,9 +378,12 @@ def test_the_e164_number_intake_keeps_is_not_a_card() -> None:
     assert redact(LUHN_PHONE) == LUHN_PHONE
 
 
-def test_a_card_written_after_a_reference_label_is_still_masked_when_grouped_like_a_card() -> None:
+def test_a_label_does_not_spare_a_luhn_valid_number() -> None:
+    """An order number or IMEI that passes the Luhn check reads as a card number: its digits
+    cannot tell, and the guarantee is that no Luhn-valid number of card length is kept."""
+    assert redact(f"Order number: {LUHN_ORDER}") == f"Order number: [card ****{LUHN_ORDER[-4:]}]"
+    assert redact(f"My IMEI is {IMEI}") == "My IMEI is [card ****3809]"
     assert redact("order 4111 1111 1111 1111") == "order [card ****1111]"
-    assert redact("order 4111111111111111") == "order 4111111111111111"  # the order number
 
 
 def test_stop_words_are_words() -> None:
@@ -402,8 +403,7 @@ def runs(draw: st.DrawFn) -> object:
             st.sampled_from(["4111", "1111", "5500", "0004", "123", "41", "411111", "1111111111"]),
             st.text("0123456789", min_size=5, max_size=19)), min_size=count, max_size=count))
         starts = list(range(0, 3 * count, 3))
-        collected.add((starts, [s + 1 for s in starts], digits),
-                      spoken=draw(st.booleans()), labelled=draw(st.booleans()))
+        collected.add((starts, [s + 1 for s in starts], digits), spoken=draw(st.booleans()))
     return collected
 
 
