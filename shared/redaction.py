@@ -1,106 +1,106 @@
-"""Masking of payment card numbers and stated secrets before anything is logged or published.
+"""Masking of card numbers, bank and national identifiers and secrets before anything is logged or
+published, in time linear in the text.
 
-A card number is a run of 13–19 digits, possibly split by single spaces or dashes, that passes the
-Luhn check; it is masked to its last four digits. A CVV or expiry written right after it goes too.
+What is caught, and how it reads once masked, is tabled in docs/intake.md ("Redaction"):
+- card numbers however they are typed, pasted or said (`redaction_cards`, `redaction_spoken`):
+  `[card ****1111]`, and a CVV or expiry after them `[redacted]`;
+- IBANs with a valid check (`[iban DE ****3000]`), US SSNs (`[ssn ****6789]`), UK National
+  Insurance numbers (`[ni ****456C]`) (`redaction_ids`);
+- stated secrets, keys, tokens, a CVV or expiry after its label (`redaction_secrets`): `[redacted]`;
+- `extra` patterns (the operator's `INTAKE_REDACTION_PATTERNS`): `[redacted]`.
+
+Detectors read a copy of the text with every decimal digit as ASCII (fullwidth, Arabic-Indic …), of
+the same length, so positions carry over; overlapping findings are masked once (`redaction_spans`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-# A run of digit groups joined by single spaces or dashes; card numbers are looked for inside it.
-_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*")
-_GROUP = re.compile(r"\d+")
-_CVV_AFTER = re.compile(
-    r"(?P<sep>[\s,;:/-]*(?:(?:cvv|cvc|cvv2|security code|exp(?:iry|iration)?|expires)"
-    r"[\s:#.-]*)?)(?P<val>\d{3,4}|\d{2}\s*/\s*\d{2,4})(?!\d)",
-    re.IGNORECASE,
-)
-_SECRET = re.compile(
-    r"(?P<label>\b(?:password|passcode|pin|one[- ]time code|otp|verification code|security code)"
-    r"\b(?:\s+(?:(?:is|was)\b|=|:))?\s*[:=]?\s*)(?P<value>\S+)",
-    re.IGNORECASE,
-)
+from shared.redaction_cards import card_spans, luhn_valid
+from shared.redaction_ids import iban_spans, national_id_spans
+from shared.redaction_secrets import secret_spans
+from shared.redaction_spans import apply
+
+__all__ = ["compile_patterns", "luhn_valid", "redact", "redact_tree"]
 
 
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+class _DigitFold(dict[int, int]):
+    """str.translate table: any decimal digit to its ASCII digit, everything else to itself."""
+
+    def __missing__(self, code: int) -> int:
+        char = chr(code)
+        folded = ord("0") + unicodedata.decimal(char) if char.isdecimal() else code
+        self[code] = folded
+        return folded
 
 
-def _card_numbers(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, digits) of each card number, in order of appearance.
-
-    A card number is a Luhn-valid window of 13–19 digits inside a run of digit groups that starts
-    and ends at group boundaries, so a neighbouring number ("ref 12 4111…", a CVV written as
-    "4111 1111 1111 1111 123") neither hides it nor is taken for part of it, while an unbroken
-    digit string (an order or tracking number) is only ever considered whole. Of the possible
-    windows, the non-overlapping set that covers the most digits is masked.
-    """
-    found: list[tuple[int, int, str]] = []
-    for run in _RUN.finditer(text):
-        groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(run.group())]
-        count = len(groups)
-        # covered[i]: most digits maskable in groups i..; last[i]: the window taken at i, if any.
-        covered = [0] * (count + 1)
-        last: list[int | None] = [None] * (count + 1)
-        for first in range(count - 1, -1, -1):
-            covered[first], digits = covered[first + 1], ""
-            for end in range(first, count):
-                digits += groups[end][2]
-                if len(digits) > 19:
-                    break
-                if (len(digits) >= 13 and len(digits) + covered[end + 1] >= covered[first]
-                        and luhn_valid(digits)):
-                    covered[first], last[first] = len(digits) + covered[end + 1], end
-        index = 0
-        while index < count:
-            end_group = last[index]
-            if end_group is None:
-                index += 1
-                continue
-            digits = "".join(g[2] for g in groups[index : end_group + 1])
-            found.append((run.start() + groups[index][0], run.start() + groups[end_group][1],
-                          digits))
-            index = end_group + 1
-    return found
+_FOLD = _DigitFold()
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def redact(text: str, extra: Iterable[re.Pattern[str]] = ()) -> str:
-    """Return `text` with card numbers, trailing CVV/expiry, stated secrets and `extra` masked."""
+    """Return `text` with card numbers, identifiers, secrets and `extra` masked."""
     for pattern in extra:
-        text = pattern.sub("[redacted]", text)
-    out: list[str] = []
-    position = 0
-    cards = _card_numbers(text)
-    for index, (start, end, digits) in enumerate(cards):
-        out.append(text[position:start])
-        out.append(f"[card ****{digits[-4:]}]")
-        position = end
-        # The next card number is not this one's CVV.
-        limit = cards[index + 1][0] if index + 1 < len(cards) else len(text)
-        for _ in range(2):  # an expiry and a CVV may both follow the number
-            tail = _CVV_AFTER.match(text, position, limit)  # anchored at `position`
-            if tail is None:
-                break
-            out.append(tail.group("sep") + "[redacted]")
-            position = tail.end()
-    out.append(text[position:])
-    return _SECRET.sub(lambda m: f"{m.group('label')}[redacted]", "".join(out))
+        text = _masked_by(pattern, text)
+    view = text if text.isascii() else text.translate(_FOLD)
+    count = len(view) - len(view.translate(_NO_DIGITS))
+    spans = (iban_spans(view, count) + card_spans(view, count) + national_id_spans(view, count)
+             + secret_spans(view, count))
+    return apply(text, spans)
 
 
 def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
-    """Configured extra patterns; a bad expression fails at start-up, not on a customer's text."""
-    return tuple(re.compile(p) for p in patterns)
+    """Configured extra patterns; a bad expression fails at start-up, not on a customer's text.
+
+    They are matched with RE2 (google-re2), whose time is linear in the text whatever the
+    expression, so an operator's pattern cannot stall intake on a crafted message. RE2 syntax is
+    Python's without lookaround and backreferences, and with ASCII `\\d`, `\\w`, `\\b`; a pattern
+    RE2 cannot run, or one that matches the empty string, is refused here.
+    """
+    compiled = []
+    for source in patterns:
+        pattern = re.compile(source)
+        if pattern.fullmatch(""):
+            raise re.error("the pattern matches the empty string", pattern=source)
+        try:
+            _linear_engine(pattern.pattern, pattern.flags)
+        except Exception as exc:  # re2.error
+            raise re.error(f"RE2 cannot run this pattern: {exc}", pattern=source) from exc
+        compiled.append(pattern)
+    return tuple(compiled)
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_engine(source: str, flags: int) -> Any:
+    import re2  # type: ignore[import-not-found,unused-ignore]
+
+    options = re2.Options()
+    options.log_errors = False
+    inline = "".join(f for f, bit in (("i", re.IGNORECASE), ("m", re.MULTILINE), ("s", re.DOTALL))
+                     if flags & bit)
+    return re2.compile(f"(?{inline}){source}" if inline else source, options)
+
+
+def _masked_by(pattern: re.Pattern[str], text: str) -> str:
+    try:
+        engine = _linear_engine(pattern.pattern, pattern.flags)
+    except Exception:  # not from compile_patterns, and beyond RE2: Python's engine
+        return pattern.sub("[redacted]", text)
+    data = text.encode("utf-8", "surrogatepass")
+    if engine.search(data) is None:
+        return text
+    out, position = [], 0
+    for match in engine.finditer(data):  # bytes: no per-match offset conversion
+        start, end = match.span()
+        out += [data[position:start], b"[redacted]"]
+        position = end
+    out.append(data[position:])
+    return b"".join(out).decode("utf-8", "surrogatepass")
 
 
 def redact_tree(value: Any, keep: frozenset[str] = frozenset(),

@@ -158,3 +158,172 @@ def test_extra_patterns_are_masked_everywhere() -> None:
     decision, _ = core.decide(contact, None, "evt-x", NOW, config)
     for event in decision.events:
         assert "ACCT-" not in event.data.model_dump_json()
+
+
+# --- every form of issue 11 through the intake pure path (understand + decide) ----------------
+from tests.unit.test_redaction_forms import (  # noqa: E402
+    compact,
+    digits_in,
+    ibans,
+    spoken,
+    spoken_digits,
+    tokens,
+    typed_forms,
+)
+
+_DERIVED = {"case_id", "contact_id", "reference", "sha256"}
+
+
+def strings_of(value: Any, key: str = "") -> list[str]:
+    """Every string an event carries, but for the ids intake derives itself."""
+    if isinstance(value, str):
+        return [] if key in _DERIVED else [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in strings_of(v, k)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_of(v, key)]
+    return []
+
+
+def events_of(event_type: str, payload: Contract) -> list[Any]:
+    contact = core.understand(event_type, payload, NOW)
+    assert contact is not None
+    found = []
+    for thread in THREADS:
+        decision, _ = core.decide(contact, thread, "evt-forms", NOW)
+        found += [event.data.model_dump() for event in decision.events]
+    assert found
+    return found
+
+
+def assert_nothing_leaks(events: list[Any], pan: str | None = None, iban: str | None = None,
+                         secret: str | None = None) -> None:
+    for event in events:
+        for text in strings_of(event):
+            if pan:
+                assert pan not in digits_in(text) and pan not in spoken_digits(text), text
+            if iban:
+                assert iban not in compact(text), text
+            if secret:
+                assert secret not in text, text
+
+
+HEADER_SEPARATORS = [" ", "-", ".", "  ", "\u00a0", "\u2013", "/", "_", "\u200b"]
+
+
+@st.composite
+def header_forms(draw: st.DrawFn, pan: str) -> str:
+    separator = draw(st.sampled_from(HEADER_SEPARATORS))
+    return separator.join(pan[i : i + 4] for i in range(0, len(pan), 4))
+
+
+def mime(subject: str = "Refund", name: str = "Maya", plain: str | None = "Hello",
+         html: str | None = None, filename: str | None = None, cte: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f'"{name}" <maya@example.com>'
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<forms@x.example>"
+    if plain is not None:
+        msg.set_content(plain, cte=cte) if cte else msg.set_content(plain)
+    if html is not None:
+        if plain is None:
+            msg.set_content(html, subtype="html", cte=cte) if cte else msg.set_content(
+                html, subtype="html")
+        else:
+            msg.add_alternative(html, subtype="html")
+    if filename is not None:
+        msg.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename=filename)
+    return msg.as_bytes()
+
+
+def email(raw: bytes) -> list[Any]:
+    payload = ib.EmailReceived(mailbox="support@shop.example", raw_mime=base64.b64encode(raw),
+                               received_at=NOW)
+    return events_of("email.received", payload)
+
+
+HTML_SHAPES = [
+    "<p>My card: {form}</p>",
+    "<table><tr><td>Card</td><td>{cells}</td></tr></table>",
+    "<div>{form}</div><div>thanks</div>",
+    "<p>{spans}</p>",
+]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data(), pan=pans(),
+       where=st.sampled_from(["subject", "name", "plain", "plain-qp", "plain-b64", "html",
+                              "html-only", "filename", "quote"]))
+def test_no_card_form_in_any_part_of_an_email_reaches_an_event(
+        data: st.DataObject, pan: str, where: str) -> None:
+    """Typed forms in headers, bodies (plain, quoted-printable, base64, HTML with table cells,
+    line breaks, entities and inline tags) and file names, as intake parses and redacts them."""
+    if where in ("subject", "name"):
+        form = data.draw(header_forms(pan))
+        raw = mime(subject=f"Refund {form}" if where == "subject" else "Refund",
+                   name=f"Maya {form}" if where == "name" else "Maya")
+    elif where == "filename":
+        form = data.draw(header_forms(pan)).replace("/", "_")
+        raw = mime(filename=f"card {form}.pdf")
+    elif where.startswith("html"):
+        shape = data.draw(st.sampled_from(HTML_SHAPES))
+        groups = [pan[i : i + 4] for i in range(0, len(pan), 4)]
+        body = shape.format(form=data.draw(typed_forms(pan)),
+                            cells="</td><td>".join(groups),
+                            spans="".join(f"<span>{g}</span>" for g in groups))
+        raw = mime(plain=None if where == "html-only" else "see below", html=body)
+    elif where == "quote":
+        raw = mime(plain=f"Thanks!\n\nOn Mon, Apr 2, 2012 at 6:26 PM, Support wrote:\n> "
+                         f"{data.draw(typed_forms(pan))}\n")
+    else:
+        cte = {"plain-qp": "quoted-printable", "plain-b64": "base64"}.get(where)
+        raw = mime(plain=f"Hello, my card is {data.draw(typed_forms(pan))} thanks", cte=cte)
+    assert_nothing_leaks(email(raw), pan=pan)
+
+
+@settings(max_examples=80, deadline=None)
+@given(iban=ibans(), token=tokens(), where=st.sampled_from(["plain", "html", "subject"]))
+def test_no_iban_or_token_in_an_email_reaches_an_event(iban: str, token: str, where: str) -> None:
+    grouped = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    text = f"IBAN {grouped}, api_key={token}"
+    if where == "subject":
+        raw = mime(subject=f"Refund to {grouped}")
+        assert_nothing_leaks(email(raw), iban=iban)
+        return
+    raw = mime(plain=text) if where == "plain" else mime(plain=None, html=f"<p>{text}</p>")
+    assert_nothing_leaks(email(raw), iban=iban, secret=token)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), pan=pans(), secret=tokens())
+def test_no_card_or_secret_typed_or_pasted_in_a_chat_reaches_an_event(
+        data: st.DataObject, pan: str, secret: str) -> None:
+    """Chat text arrives as typed, raw HTML included (`<br>`, `&nbsp;`, table cells)."""
+    text = f"my card {data.draw(typed_forms(pan))} and token is {secret}"
+    chat = ib.ChatMessage(session_id="s-1", message_id="m-1", text=text, sent_at=NOW)
+    assert_nothing_leaks(events_of("chat.message", chat), pan=pan, secret=secret)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pan=pans(), language=st.sampled_from(["en", "es", "de"]),
+       cut=st.integers(1, 12), voicemail=st.booleans())
+def test_no_spoken_card_number_in_a_call_reaches_an_event(
+        pan: str, language: str, cut: int, voicemail: bool) -> None:
+    """Said in words, in a voicemail transcript or split over two segments of a call."""
+    said = spoken(pan, language, " ")
+    if voicemail:
+        payload: Contract = ib.VoicemailReceived(
+            call_id="c-1", from_number="+14155550123", received_at=NOW, duration_seconds=30,
+            transcript=f"hi my card number is {said} please call back")
+        assert_nothing_leaks(events_of("voicemail.received", payload), pan=pan)
+        return
+    words = said.split(" ")
+    segments = [ib.TranscriptSegment(speaker="customer", text=" ".join(words[:cut]),
+                                     start_seconds=0, end_seconds=5),
+                ib.TranscriptSegment(speaker="agent", text="go on", start_seconds=5,
+                                     end_seconds=6),
+                ib.TranscriptSegment(speaker="customer", text=" ".join(words[cut:]),
+                                     start_seconds=6, end_seconds=12)]
+    payload = ib.CallTranscript(call_id="c-1", segments=segments)
+    assert_nothing_leaks(events_of("call.transcript", payload), pan=pan)
