@@ -33,7 +33,7 @@ from opentelemetry import propagate, trace
 
 from services.escalation import core, sinks
 from services.escalation.policy import EmailSink, Policy, WebhookSink, load
-from shared.caselog.store import LogRow, read_case
+from shared.caselog.store import read_case
 from shared.contracts import agents as ag
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
@@ -159,17 +159,8 @@ async def decide(conn: asyncpg.Connection, policy: Policy, env: Envelope, payloa
     """
     case_id: str = payload.case_id
     rows = await read_case(conn, case_id)
-    me = str(_event_uuid(env.id) or env.id)
-    at = next((i for i, r in enumerate(rows) if r.event_id == me), None)
-    # An input not in the log (an agent's request, or a case event read before it was logged)
-    # is decided as of the log's end.
-    upto = rows if at is None else rows[:at + 1]
-    seq = upto[-1].seq if upto else 0
-    history = [(r.type, r.payload) for r in upto]
-    case = core.view(history)
-    tier = case.assigned_tier  # as the router logged it on case.assigned
-    hits = [h for h in core.triggers(policy, env.type, payload, case, tier)
-            if policy.rule_for(h.trigger, h.facts) is not None]
+    at = core.as_of(list(rows), str(_event_uuid(env.id) or env.id))
+    hits = core.hits_as_of(policy, at, env.type, payload)
     if not hits and not changes:
         return NOTHING
     # One decision per case at a time: the case's escalations are read, then written.
@@ -180,34 +171,14 @@ async def decide(conn: asyncpg.Connection, policy: Policy, env: Envelope, payloa
         # it wrote instead of overwriting it with a stale copy.
         f"SELECT {_COLUMNS} FROM escalation WHERE case_id = $1 ORDER BY opened_at"
         " FOR UPDATE", case_id)]
-    outcome = core.apply_input(existing, env.type, payload, seq if at is not None else None,
-                               now)
+    # An input applied before (a redelivery) opens nothing again.
     if hits and await conn.fetchval(
             "INSERT INTO escalation_input (event_id) VALUES ($1) ON CONFLICT DO NOTHING"
-            " RETURNING 1", env.id) is not None:
-        before = {e.escalation_id for e in existing}
-        for hit in hits:
-            outcome += core.open_escalation(policy, hit, core.merged(existing, outcome),
-                                            history, env.id, now, tier, case_id=case_id,
-                                            opened_seq=seq)
-        if at is not None:
-            # Later events already in the log (perhaps handled already, before this one) act on
-            # what was just opened as they would have, had this one been handled in time.
-            outcome += _replay(core.merged(existing, outcome), before, rows[at + 1:], now)
+            " RETURNING 1", env.id) is None:
+        hits = []
+    outcome = core.decide_input(policy, existing, at, env.type, payload, env.id, now, hits)
     await save(conn, outcome, now, _traceparent())
     return outcome.decision
-
-
-def _replay(current: list[core.Escalation], before: set[str], later: list[LogRow],
-            now: datetime) -> core.Outcome:
-    outcome = core.NONE
-    for row in later:
-        if row.type not in core.LOG_INPUTS:
-            continue
-        fresh = [e for e in core.merged(current, outcome) if e.escalation_id not in before]
-        payload = ce.CASE_EVENT_TYPES[row.type].model_validate(row.payload)
-        outcome += core.apply_input(fresh, row.type, payload, row.seq, now)
-    return outcome
 
 
 # --- timers ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from services.escalation.packet import History, build_packet, render_markdown, render_summary
 from services.escalation.policy import Policy, Rule, single_level
@@ -390,6 +390,89 @@ def merged(existing: list[Escalation], outcome: Outcome) -> list[Escalation]:
     known = {e.escalation_id for e in existing}
     return [changed.get(e.escalation_id, e) for e in existing] + \
         [e for e in changed.values() if e.escalation_id not in known]
+
+
+# --- deciding an input as of its place in the log -------------------------------------------
+class Logged(Protocol):
+    """A case log row, as the store reads it."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The case's log as of one input: what was there when it happened, and what came after."""
+
+    history: History
+    seq: int  # the input's own seq, or the log's last if the input is not in the log
+    in_log: bool
+    later: tuple[Logged, ...]
+    case: CaseView
+
+
+def as_of(rows: list[Logged], event_id: str) -> AsOf:
+    """`rows` (the case's whole log, in seq order) cut at the row of `event_id`.
+
+    An input not in the log (an agent's request, not a case event) is decided as of its end.
+    """
+    at = next((i for i, r in enumerate(rows) if r.event_id == event_id), None)
+    upto, later = (rows, []) if at is None else (rows[:at + 1], rows[at + 1:])
+    history = [(r.type, r.payload) for r in upto]
+    return AsOf(history, upto[-1].seq if upto else 0, at is not None, tuple(later),
+                view(history))
+
+
+def hits_as_of(policy: Policy, at: AsOf, type_: str, payload: Any) -> list[Hit]:
+    """The triggers of an input that a rule of `policy` acts on, as of its place in the log."""
+    return [h for h in triggers(policy, type_, payload, at.case, at.case.assigned_tier)
+            if policy.rule_for(h.trigger, h.facts) is not None]
+
+
+def decide_input(policy: Policy, existing: list[Escalation], at: AsOf, type_: str,
+                 payload: Any, cause_id: str, now: datetime, hits: list[Hit]) -> Outcome:
+    """What one input does: acknowledgements and resolutions of escalations opened before it,
+    then the escalations its `hits` open (pass none for an input already applied).
+
+    Events later in the log (perhaps handled already, before this one was) then act on what
+    was just opened as they would have, had this input been handled in time: arrival order on
+    the topics, redeliveries and restarts do not change the outcome.
+    """
+    outcome = apply_input(existing, type_, payload, at.seq if at.in_log else None, now)
+    if not hits:
+        return outcome
+    touched: set[str] = set()
+    for hit in hits:
+        current = merged(existing, outcome)
+        # The same reason opened from a *later* log position (that event was handled first):
+        # in log order this trigger opened it, so it is as of here, with who had the case here.
+        later = [e for e in current if e.reason == hit.reason and e.state in LIVE
+                 and e.opened_seq is not None and e.opened_seq > at.seq]
+        if later and at.in_log:
+            anchored = replace(later[0], opened_seq=at.seq,
+                               assigned_agent=at.case.assigned_agent)
+            outcome += Outcome(escalations=(anchored,))
+            touched.add(anchored.escalation_id)
+            continue
+        opened = open_escalation(policy, hit, current, at.history, cause_id, now,
+                                 at.case.assigned_tier, case_id=payload.case_id,
+                                 opened_seq=at.seq)
+        touched |= {e.escalation_id for e in opened.escalations}
+        outcome += opened
+    if not at.in_log:
+        return outcome
+    for row in at.later:
+        if row.type in LOG_INPUTS:
+            mine = [e for e in merged(existing, outcome) if e.escalation_id in touched]
+            model = ce.CASE_EVENT_TYPES[row.type].model_validate(row.payload)
+            outcome += apply_input(mine, row.type, model, row.seq, now)
+    return outcome
 
 
 # --- the cheap screen: what an input could possibly do, from its payload alone ---------------
