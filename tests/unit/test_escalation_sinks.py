@@ -19,12 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from services.escalation import sinks
 from services.escalation.packet import build_packet, render_markdown, render_summary
 from services.escalation.policy import EmailSink, WebhookSink
 from shared.contracts import case_events as ce
+from tests.support.escalation_fixtures import Inbox, smtp_server
 from tests.unit.test_escalation_packet import history
 
 SECRET = b"s3cret-for-tests"
@@ -279,25 +279,10 @@ async def test_a_garbled_answer_is_a_retryable_failure_not_an_exception() -> Non
     assert not sent.ok and sent.retry and "not an HTTP response" in (sent.error or "")
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], bytes]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    with socket.socket() as probe:  # a free port: aiosmtpd's readiness check needs a real one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 def mail_sink(port: int) -> EmailSink:
