@@ -52,6 +52,7 @@ _NAMES = ["escalation_id", "case_id", "reason", "rule", "episode", "state", "lev
 _COLUMNS = ", ".join(_NAMES)
 BATCH = 100
 DEFER_SECONDS = 300.0  # a timer that failed for a reason of its own is retried this much later
+ORPHAN_GRACE = timedelta(minutes=15)  # a delivery for a sink this policy lacks waits this long
 
 
 def _esc(row: asyncpg.Record) -> core.Escalation:
@@ -310,11 +311,14 @@ class Deliveries:
         slots = {name: self.per_sink - self.in_flight[name] for name in self.policy.spec.sinks}
         room = self.concurrency - sum(self.in_flight.values())
         async with self.runtime.pool.acquire() as conn:
+            # Another instance may run a newer policy with that sink (a rolling deploy): only
+            # what no instance claimed for ORPHAN_GRACE is given up.
             orphans = await conn.fetch(
                 "UPDATE escalation_delivery SET state = 'parked', parked_at = $2,"
                 " last_error = 'sink ' || sink || ' is not in the policy'"
                 " WHERE state = 'pending' AND NOT (sink = ANY($1::text[]))"
-                " RETURNING notification_id, sink", list(self.policy.spec.sinks), now)
+                " AND next_attempt_at <= $3 RETURNING notification_id, sink",
+                list(self.policy.spec.sinks), now, now - ORPHAN_GRACE)
             for o in orphans:
                 self.parked += 1
                 log.error("escalation: delivery %s to %s parked: its sink is not in the policy",
@@ -390,52 +394,56 @@ class Deliveries:
             return sinks.Sent(False, True, f"unexpected {exc!r}"[:500])
 
     async def record(self, claim: Claim, sent: sinks.Sent) -> None:
+        """The attempt's outcome, unless the lease ran out and a later attempt owns the row."""
+        if sent.ok:
+            await self._delivered(claim)
+        else:
+            await self._failed(claim, sent)
+
+    _FENCE = "WHERE notification_id = $1 AND sink = $2 AND attempts = $3 AND state = 'pending'"
+
+    async def _delivered(self, claim: Claim) -> None:
         now = self.runtime.clock.now()
-        settings = self.runtime.settings
-        key = (claim.notification_id, claim.sink, claim.attempts)
-        fence = ("WHERE notification_id = $1 AND sink = $2 AND attempts = $3"
-                 " AND state = 'pending'")
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            if sent.ok:
-                mine = await conn.fetchval(
-                    "UPDATE escalation_delivery SET state = 'delivered', delivered_at = $4,"
-                    f" last_error = NULL {fence} RETURNING body::text", *key, now)
-                if mine is None:
-                    return  # the lease ran out and another attempt owns it now
-                self.delivered += 1
-                body = json.loads(mine)
-                if "digest_id" not in body:
-                    note = ce.SupervisorNotification.model_validate(body)
-                    await self.runtime.persist(conn, Decision(events=(
-                        _notified(note, claim.sink, now),)))
-                    self.runtime.wake_relay()
+            body = await conn.fetchval(
+                "UPDATE escalation_delivery SET state = 'delivered', delivered_at = $4,"
+                f" last_error = NULL {self._FENCE} RETURNING body::text",
+                claim.notification_id, claim.sink, claim.attempts, now)
+            if body is None:
                 return
-            spec = self.policy.spec.sinks.get(claim.sink)
-            limit = spec.max_attempts if spec is not None else 1
-            park = not sent.retry or claim.attempts >= limit
-            delay = sinks.next_attempt_delay(sent, claim.attempts,
-                                             settings.escalation_retry_base_seconds,
-                                             settings.escalation_retry_after_max_seconds)
-            reason = (sent.error or "failed")[:1000]
-            if park:
-                reason = (f"parked after {claim.attempts} attempt(s): {reason}"
-                          if sent.retry else f"parked, not retryable: {reason}")
+            message = json.loads(body)
+            if "digest_id" not in message:
+                note = ce.SupervisorNotification.model_validate(message)
+                await self.runtime.persist(conn, Decision(events=(
+                    _notified(note, claim.sink, now),)))
+        self.delivered += 1
+        self.runtime.wake_relay()  # committed: the relay finds escalation.notified
+
+    async def _failed(self, claim: Claim, sent: sinks.Sent) -> None:
+        now, settings = self.runtime.clock.now(), self.runtime.settings
+        spec = self.policy.spec.sinks.get(claim.sink)
+        limit = spec.max_attempts if spec is not None else 1
+        then = sinks.disposition(sent, claim.attempts, limit,
+                                 settings.escalation_retry_base_seconds,
+                                 settings.escalation_retry_after_max_seconds)
+        async with self.runtime.pool.acquire() as conn:
             done = await conn.fetchval(
                 "UPDATE escalation_delivery SET state = $4, next_attempt_at = $5,"
-                f" last_error = $6, parked_at = $7 {fence} RETURNING 1", *key,
-                "parked" if park else "pending", now + timedelta(seconds=delay), reason,
-                now if park else None)
+                f" last_error = $6, parked_at = $7 {self._FENCE} RETURNING 1",
+                claim.notification_id, claim.sink, claim.attempts,
+                "parked" if then.park else "pending", now + timedelta(seconds=then.delay),
+                then.reason, now if then.park else None)
         if done is None:
             return
-        if park:
+        if then.park:
             self.parked += 1
             log.error("escalation: delivery %s to %s %s", claim.notification_id, claim.sink,
-                      reason)
+                      then.reason)
         else:
             self.retried += 1
             log.warning("escalation: delivery %s to %s failed (attempt %d of %d), next in"
                         " %.0fs: %s", claim.notification_id, claim.sink, claim.attempts,
-                        limit, delay, reason)
+                        limit, then.delay, then.reason)
 
     async def settle(self) -> list[sinks.Sent | None]:
         """Wait for every send in flight (tests, shutdown)."""

@@ -296,6 +296,26 @@ def backoff_seconds(attempts: int, base: float) -> float:
     return float(min(base * 2 ** max(attempts - 1, 0), 300.0))
 
 
+@dataclass(frozen=True)
+class Disposition:
+    """What becomes of a delivery after a failed attempt."""
+
+    park: bool  # never tried again
+    delay: float  # seconds until the next attempt, if not parked
+    reason: str
+
+
+def disposition(sent: Sent, attempts: int, max_attempts: int, base: float,
+                retry_after_max: float) -> Disposition:
+    """Parked when retrying cannot help or the attempts are spent; else retried later."""
+    park = not sent.retry or attempts >= max_attempts
+    reason = (sent.error or "failed")[:1000]
+    if park:
+        reason = (f"parked after {attempts} attempt(s): {reason}" if sent.retry
+                  else f"parked, not retryable: {reason}")
+    return Disposition(park, next_attempt_delay(sent, attempts, base, retry_after_max), reason)
+
+
 def next_attempt_delay(sent: Sent, attempts: int, base: float, retry_after_max: float) -> float:
     """Seconds before the next attempt: the backoff, or the receiver's Retry-After if longer
     (bounded by `retry_after_max`, so a receiver cannot park a delivery for a day)."""

@@ -338,3 +338,24 @@ async def test_timer_driven_events_and_deliveries_continue_the_contacts_trace(
     delivered = [s for s in exporter.get_finished_spans() if s.name == "escalation.deliver good"]
     assert len(delivered) == 2
     assert {format(s.context.trace_id, "032x") for s in delivered} == {trace_id}
+
+
+async def test_a_delivery_for_a_sink_the_policy_lacks_waits_then_is_parked(
+    pool: asyncpg.Pool, app_db: asyncpg.Connection, hooks: str,
+) -> None:
+    """During a rolling deploy another instance may have the sink: it gets 15 minutes."""
+    clock = FrozenClock(T0)
+    h = EscalationHarness(pool, clock, load({"good": hook(f"{hooks}/good")}, ["good"]))
+    notification_id = f"ntf-orphan-{uuid.uuid4().hex}"
+    await app_db.execute(
+        "INSERT INTO escalation_delivery (notification_id, sink, case_id, body,"
+        " next_attempt_at) VALUES ($1, 'retired-hook', NULL, '{}', $2)", notification_id, T0)
+    clock.advance(timedelta(minutes=14))
+    await h.deliver()
+    state = "SELECT state, last_error FROM escalation_delivery WHERE notification_id = $1"
+    assert (await app_db.fetchrow(state, notification_id))["state"] == "pending"
+    clock.advance(timedelta(minutes=2))
+    await h.deliver()
+    row = await app_db.fetchrow(state, notification_id)
+    assert (row["state"], row["last_error"]) == ("parked",
+                                                 "sink retired-hook is not in the policy")
