@@ -115,7 +115,7 @@ _PROBE = """
 WITH ev AS (SELECT seq FROM case_log WHERE event_id = $2 AND case_id = $1)
 SELECT (SELECT seq FROM ev) AS seq,
        EXISTS (SELECT 1 FROM escalation e WHERE e.case_id = $1
-                  AND e.state IN ('open', 'acknowledged', 'exhausted')
+                  AND e.state = ANY($6::text[])
                   AND ($3::text IS NULL OR e.reason = $3)
                   AND ($4::text IS NULL OR e.escalation_id = $4)
                   AND (e.opened_seq IS NULL OR NOT EXISTS (SELECT 1 FROM ev)
@@ -141,27 +141,34 @@ def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
                 _PROBE, payload.case_id, _event_uuid(env.id),
                 f"sla.warning:{payload.metric}" if env.type == "sla.met" else None,
                 payload.escalation_id if env.type == "agent.escalation_acknowledged" else None,
-                authority)
+                authority, list(core.TOUCHES[env.type]))
             needed = probe["needed"]
             opens = authority and needed is not None and needed > payload.authority_tier
             if not probe["touched"] and not opens:
                 return NOTHING
+            if not opens:  # acknowledgements or resolutions only: no need for the log
+                return await decide(conn, policy, env, payload, now,
+                                    at=core.AsOf.position(probe["seq"]))
         return await decide(conn, policy, env, payload, now, changes)
 
     return dict.fromkeys((*CASE_TYPES, *ACTIVITY_TYPES), handle)
 
 
 async def decide(conn: asyncpg.Connection, policy: Policy, env: Envelope, payload: Any,
-                 now: datetime, changes: bool = True) -> Decision:
+                 now: datetime, changes: bool = True, *,
+                 at: core.AsOf | None = None) -> Decision:
     """The full decision for one input, from the case's log as of that input.
 
     The log up to the input never changes, so it is read before any lock; an input that turns
-    out to trigger nothing a rule acts on (and can change nothing) stops there.
+    out to trigger nothing a rule acts on (and can change nothing) stops there. An input that
+    cannot open anything comes with `at`, its position from the probe, and the log is not read.
     """
     case_id: str = payload.case_id
-    rows = await read_case(conn, case_id)
-    at = core.as_of(list(rows), str(_event_uuid(env.id) or env.id))
-    hits = core.hits_as_of(policy, at, env.type, payload)
+    hits: list[core.Hit] = []
+    if at is None:
+        rows = await read_case(conn, case_id)
+        at = core.as_of(list(rows), str(_event_uuid(env.id) or env.id))
+        hits = core.hits_as_of(policy, at, env.type, payload)
     if not hits and not changes:
         return NOTHING
     # One decision per case at a time: the case's escalations are read, then written.

@@ -357,6 +357,10 @@ def resolve(esc: Escalation, resolution: Literal["case_solved", "condition_clear
 
 # --- what an input does to the escalations that exist -----------------------------------
 LOG_INPUTS = ("case.assigned", "case.solved", "sla.met")  # acknowledge or resolve, from the log
+# The states of the escalations each input can change.
+TOUCHES = {"case.assigned": ("open", "exhausted"),
+           "agent.escalation_acknowledged": ("open", "exhausted"),
+           "case.solved": LIVE, "sla.met": LIVE}
 
 
 def apply_input(existing: list[Escalation], type_: str, payload: Any, seq: int | None,
@@ -415,6 +419,11 @@ class AsOf:
     in_log: bool
     later: tuple[Logged, ...]
     case: CaseView
+
+    @classmethod
+    def position(cls, seq: int | None) -> AsOf:
+        """Only where an input sits (None: not in the log), for inputs that open nothing."""
+        return cls([], seq or 0, seq is not None, (), CaseView())
 
 
 def as_of(rows: list[Logged], event_id: str) -> AsOf:
