@@ -22,14 +22,20 @@ class PolicyFileError(ValueError):
 
 
 def load_model(model: type[M], text: str, origin: str = "<policy>",
-               error: type[PolicyFileError] = PolicyFileError) -> M:
-    """`text` validated as `model`; a problem raises `error` naming origin:line: field."""
+               error: type[PolicyFileError] = PolicyFileError,
+               context: dict[str, Any] | None = None) -> M:
+    """`text` validated as `model`; a problem raises `error` naming origin:line: field.
+
+    `context` reaches the model's validators (pydantic's validation context): checks that need
+    the world outside the file, such as an environment variable that must be set, raise there
+    and are reported with the file and line like any other error.
+    """
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{origin}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context=context)
     except ValidationError as exc:
         raise error(describe(exc, text, origin)) from exc
 
@@ -87,8 +93,16 @@ def line_index(text: str) -> dict[tuple[str | int, ...], int]:
 
 
 def nearest_line(lines: dict[tuple[str | int, ...], int], path: tuple[Any, ...]) -> int:
-    """The line of the longest prefix of `path` found in the file (pydantic adds tags/indices)."""
-    for n in range(len(path), -1, -1):
-        if path[:n] in lines:
-            return lines[path[:n]]
-    return 1
+    """The line of the deepest part of `path` found in the file.
+
+    Parts the file does not have are skipped rather than ending the walk: pydantic puts a
+    discriminated union's tag (`sinks.hook.webhook.url`) or a function validator's name in the
+    path, and the key after it is still in the file; a missing key gets its parent's line.
+    """
+    found: tuple[Any, ...] = ()
+    line = lines.get((), 1)
+    for part in path:
+        if (*found, part) in lines:
+            found = (*found, part)
+            line = lines[found]
+    return line

@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     escalation_policy_file: str = ""
     # First retry of a failed webhook/e-mail delivery after this long, doubling each time.
     escalation_retry_base_seconds: float = 1.0
+    # A receiver's Retry-After is honoured up to this long (seconds).
+    escalation_retry_after_max_seconds: float = 600.0
+    # Deliveries in flight at once, in total and per sink (a slow sink holds only its own).
+    escalation_delivery_concurrency: int = 8
+    escalation_delivery_per_sink: int = 4
+    # A claimed delivery is the worker's for this long (seconds, more than any send's timeout);
+    # a worker that died meanwhile leaves it to be claimed again after it.
+    escalation_delivery_lease_seconds: float = 180.0
+    # Networks webhooks may reach although loopback, link-local or private (CIDR), for every
+    # sink; a sink's `allow_networks` adds its own. Default: none (public addresses only).
+    escalation_webhook_allow_networks: list[str] = []
+    # An HTTP proxy for webhooks (http://host:port, HTTP CONNECT). The *_proxy environment
+    # variables are ignored; empty: direct connections.
+    escalation_webhook_proxy: str = ""
     # Router: policy files (default: the packaged ones) and a trained intent model (default:
     # none, the rules classifier); see docs/router.md.
     router_policy_path: str | None = None

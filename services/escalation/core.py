@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from services.escalation.packet import History, build_packet, render_markdown, render_summary
 from services.escalation.policy import Policy, Rule, single_level
@@ -44,6 +44,9 @@ class Escalation:
     next_fire_at: datetime | None  # the acknowledgement deadline while open
     assigned_agent: str | None = None  # who had the case when it escalated
     requeue_tier: int | None = None
+    # The case log's seq of the event that opened it (None: opened before seqs were kept).
+    # Log events at or before it never acknowledge or resolve it, whatever order they arrive in.
+    opened_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,14 +165,22 @@ def _frustration_rising(classified: list[ce.CaseClassified], drop: float) -> boo
 # --- opening, levels, repeats ----------------------------------------
 def open_escalation(policy: Policy, hit: Hit, existing: list[Escalation], history: History,
                     cause_id: str, now: datetime, agent_tier: int | None = None,
-                    case_id: str | None = None) -> Outcome:
-    """Open an escalation for `hit`, unless one for the case and reason is still live."""
+                    case_id: str | None = None, opened_seq: int | None = None) -> Outcome:
+    """Open an escalation for `hit`, unless one for the case and reason is still live.
+
+    `opened_seq` is the log position the decision was taken at (`history` ends there). An
+    escalation for the same reason opened at or after it means this trigger was already
+    handled, or came later in the log than one already handled: nothing new either way.
+    """
     rule = policy.rule_for(hit.trigger, hit.facts)
     if rule is None:
         return NONE
     same = [e for e in existing if e.reason == hit.reason]
     if any(e.state in LIVE for e in same):
         return NONE  # no storms: one live escalation per case and reason
+    if opened_seq is not None and any(e.opened_seq is not None and e.opened_seq >= opened_seq
+                                      for e in same):
+        return NONE
     case = view(history)
     case_id = case_id or _case_id(history, existing)
     if rule.digest:
@@ -181,7 +192,8 @@ def open_escalation(policy: Policy, hit: Hit, existing: list[Escalation], histor
     # The first episode's id is the skeleton's, so escalations logged before policies stay put.
     key = hit.reason if episode == 1 else f"{hit.reason}#{episode}"
     esc = Escalation(f"esc-{derive_event_id(case_id, key)}", case_id, hit.reason, rule.name,
-                     episode, "open", 1, 0, 0, now, None, case.assigned_agent)
+                     episode, "open", 1, 0, 0, now, None, case.assigned_agent,
+                     opened_seq=opened_seq)
     return _notify(policy, rule, esc, history, now, "escalation", agent_tier)
 
 
@@ -201,7 +213,12 @@ def fire(policy: Policy, esc: Escalation, history: History, now: datetime,
     if esc.state != "open" or esc.next_fire_at is None or esc.next_fire_at > now:
         return NONE
     at = esc.next_fire_at
-    rule = policy.rule(esc.rule)
+    rule = next((r for r in policy.spec.rules if r.name == esc.rule), None)
+    if rule is None or not 1 <= esc.level <= len(rule.levels):
+        # The policy changed under a live escalation: its rule or level is gone. Report it as
+        # exhausted (nobody left to notify) rather than fail the timer on every pass.
+        done = replace(esc, state="exhausted", next_fire_at=None)
+        return Outcome(Decision(events=(_exhausted(esc, at),)), (done,))
     level = rule.levels[esc.level - 1]
     if esc.repeat < level.repeats:
         return _notify(policy, rule, replace(esc, repeat=esc.repeat + 1), history, at, "repeat",
@@ -210,14 +227,18 @@ def fire(policy: Policy, esc: Escalation, history: History, now: datetime,
         nxt = replace(esc, level=esc.level + 1, repeat=0)
         return _notify(policy, rule, nxt, history, at, "reescalation", agent_tier)
     done = replace(esc, state="exhausted", next_fire_at=None)
-    event = CaseEvent.derived(esc.escalation_id, f"exhausted/level-{esc.level}", esc.case_id,
-                              "escalation.exhausted", at, ce.EscalationExhausted(
-                                  case_id=esc.case_id, escalation_id=esc.escalation_id,
-                                  reason=esc.reason, level=esc.level,
-                                  notifications=esc.notifications, exhausted_at=at))
+    event = _exhausted(esc, at)
     packet = build_packet(esc.case_id, history, esc.reason, esc.level, agent_tier)
     return Outcome(Decision(events=(event,)), (done,)) + _messages(
         policy, level.targets, done, packet, at, "exhausted", event.event_id)
+
+
+def _exhausted(esc: Escalation, at: datetime) -> CaseEvent:
+    return CaseEvent.derived(esc.escalation_id, f"exhausted/level-{esc.level}", esc.case_id,
+                             "escalation.exhausted", at, ce.EscalationExhausted(
+                                 case_id=esc.case_id, escalation_id=esc.escalation_id,
+                                 reason=esc.reason, level=esc.level,
+                                 notifications=esc.notifications, exhausted_at=at))
 
 
 def _notify(policy: Policy, rule: Rule, esc: Escalation, history: History, at: datetime,
@@ -332,6 +353,167 @@ def resolve(esc: Escalation, resolution: Literal["case_solved", "condition_clear
                                                          resolution=resolution,
                                                          resolved_at=now))
     return Outcome(Decision(events=(event,)), (done,))
+
+
+# --- what an input does to the escalations that exist -----------------------------------
+LOG_INPUTS = ("case.assigned", "case.solved", "sla.met")  # acknowledge or resolve, from the log
+# The states of the escalations each input can change.
+TOUCHES = {"case.assigned": ("open", "exhausted"),
+           "agent.escalation_acknowledged": ("open", "exhausted"),
+           "case.solved": LIVE, "sla.met": LIVE}
+
+
+def apply_input(existing: list[Escalation], type_: str, payload: Any, seq: int | None,
+                now: datetime) -> Outcome:
+    """Acknowledgements and resolutions an input brings to the case's escalations.
+
+    A log event (`seq` known) only touches escalations opened before it in the log: handled
+    late, or redelivered, it cannot acknowledge an escalation its own moment did not have.
+    """
+    outcome = NONE
+    for esc in existing:
+        if type_ in LOG_INPUTS and seq is not None and esc.opened_seq is not None \
+                and esc.opened_seq >= seq:
+            continue
+        if type_ == "case.assigned":
+            outcome += acknowledge(esc, payload.agent_id, "case.assigned", now,
+                                   payload.authority_tier)
+        elif type_ == "agent.escalation_acknowledged" and \
+                esc.escalation_id == payload.escalation_id:
+            outcome += acknowledge(esc, payload.agent_id, "agent.escalation_acknowledged", now)
+        elif type_ == "case.solved":
+            outcome += resolve(esc, "case_solved", now)
+        elif type_ == "sla.met" and esc.reason == f"sla.warning:{payload.metric}":
+            outcome += resolve(esc, "condition_cleared", now)
+    return outcome
+
+
+def merged(existing: list[Escalation], outcome: Outcome) -> list[Escalation]:
+    """The escalations as `outcome` leaves them (changed ones replaced, new ones appended)."""
+    changed = {e.escalation_id: e for e in outcome.escalations}
+    known = {e.escalation_id for e in existing}
+    return [changed.get(e.escalation_id, e) for e in existing] + \
+        [e for e in changed.values() if e.escalation_id not in known]
+
+
+# --- deciding an input as of its place in the log -------------------------------------------
+class Logged(Protocol):
+    """A case log row, as the store reads it."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The case's log as of one input: what was there when it happened, and what came after."""
+
+    history: History
+    seq: int  # the input's own seq, or the log's last if the input is not in the log
+    in_log: bool
+    later: tuple[Logged, ...]
+    case: CaseView
+
+    @classmethod
+    def position(cls, seq: int | None) -> AsOf:
+        """Only where an input sits (None: not in the log), for inputs that open nothing."""
+        return cls([], seq or 0, seq is not None, (), CaseView())
+
+
+def as_of(rows: list[Logged], event_id: str) -> AsOf:
+    """`rows` (the case's whole log, in seq order) cut at the row of `event_id`.
+
+    An input not in the log (an agent's request, not a case event) is decided as of its end.
+    """
+    at = next((i for i, r in enumerate(rows) if r.event_id == event_id), None)
+    upto, later = (rows, []) if at is None else (rows[:at + 1], rows[at + 1:])
+    history = [(r.type, r.payload) for r in upto]
+    return AsOf(history, upto[-1].seq if upto else 0, at is not None, tuple(later),
+                view(history))
+
+
+def hits_as_of(policy: Policy, at: AsOf, type_: str, payload: Any) -> list[Hit]:
+    """The triggers of an input that a rule of `policy` acts on, as of its place in the log."""
+    return [h for h in triggers(policy, type_, payload, at.case, at.case.assigned_tier)
+            if policy.rule_for(h.trigger, h.facts) is not None]
+
+
+def decide_input(policy: Policy, existing: list[Escalation], at: AsOf, type_: str,
+                 payload: Any, cause_id: str, now: datetime, hits: list[Hit]) -> Outcome:
+    """What one input does: acknowledgements and resolutions of escalations opened before it,
+    then the escalations its `hits` open (pass none for an input already applied).
+
+    Events later in the log (perhaps handled already, before this one was) then act on what
+    was just opened as they would have, had this input been handled in time: arrival order on
+    the topics, redeliveries and restarts do not change the outcome.
+    """
+    outcome = apply_input(existing, type_, payload, at.seq if at.in_log else None, now)
+    if not hits:
+        return outcome
+    touched: set[str] = set()
+    for hit in hits:
+        current = merged(existing, outcome)
+        # The same reason opened from a *later* log position (that event was handled first):
+        # in log order this trigger opened it, so it is as of here, with who had the case here.
+        later = [e for e in current if e.reason == hit.reason and e.state in LIVE
+                 and e.opened_seq is not None and e.opened_seq > at.seq]
+        if later and at.in_log:
+            anchored = replace(later[0], opened_seq=at.seq,
+                               assigned_agent=at.case.assigned_agent)
+            outcome += Outcome(escalations=(anchored,))
+            touched.add(anchored.escalation_id)
+            continue
+        opened = open_escalation(policy, hit, current, at.history, cause_id, now,
+                                 at.case.assigned_tier, case_id=payload.case_id,
+                                 opened_seq=at.seq)
+        touched |= {e.escalation_id for e in opened.escalations}
+        outcome += opened
+    if not at.in_log:
+        return outcome
+    for row in at.later:
+        if row.type in LOG_INPUTS:
+            mine = [e for e in merged(existing, outcome) if e.escalation_id in touched]
+            model = ce.CASE_EVENT_TYPES[row.type].model_validate(row.payload)
+            outcome += apply_input(mine, row.type, model, row.seq, now)
+    return outcome
+
+
+# --- the cheap screen: what an input could possibly do, from its payload alone ---------------
+def could_open(policy: Policy, type_: str, payload: Any) -> bool:
+    """False when `type_`/`payload` cannot open an escalation or a digest item under `policy`,
+    whatever the case's log says (True may still open nothing). No I/O: most case events
+    stop here. `case.assigned` also needs the case's latest classification (authority)."""
+    rules = {r.trigger for r in policy.spec.rules}
+    if type_ in ("sla.breached", "sla.warning"):
+        return type_ in rules
+    if type_ == "agent.escalation_requested":
+        return "agent_request" in rules
+    if type_ == "case.assigned":
+        return "authority" in rules and payload.authority_tier is not None
+    if type_ != "case.classified":
+        return False
+    c: ce.CaseClassified = payload
+    thresholds = policy.spec.thresholds
+    return (("supervisor_request" in rules and c.supervisor_requested)
+            or ("repeat_contact" in rules and c.repeat_contact
+                and c.repeat_count >= thresholds.repeat_contact_count)
+            # rising frustration ends negative: a calm classification cannot be its end
+            or ("frustration" in rules and (c.frustrated or c.sentiment < 0))
+            # authority: an assigned agent's tier (at least 1) below the tier needed
+            or ("authority" in rules and c.min_authority_tier > 1))
+
+
+def could_change(policy: Policy, type_: str) -> bool:
+    """False when `type_` cannot acknowledge or resolve any escalation `policy` opens."""
+    if type_ == "sla.met":  # resolves escalated SLA warnings only (digest ones are no escalation)
+        return any(r.trigger == "sla.warning" and not r.digest for r in policy.spec.rules)
+    return type_ in ("case.assigned", "case.solved", "agent.escalation_acknowledged")
 
 
 # --- digests ------------------------------------------------------------

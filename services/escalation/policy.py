@@ -10,16 +10,25 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from services.escalation import addresses
 from shared.durations import parse_duration as parse_duration  # re-exported
 from shared.durations import positive_duration
 from shared.policy_files import load_model
@@ -32,6 +41,39 @@ WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 Duration = Annotated[str, Field(description="90s, 15m, 4h, 1d12h")]
+TIMEOUT_BOUNDS = (0.1, 60.0)
+_TIMEOUT = re.compile(r"^(\d{1,6}(?:\.\d{1,3})?)(ms|s|m|h)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# An address as a mail header may carry it: no display name, no CR/LF, nothing to inject.
+_MAILBOX = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_MAIL_HOST = re.compile(r"^(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?$|^[0-9a-fA-F:.]+$")
+
+
+def parse_timeout(text: str) -> float:
+    """"500ms", "5s", "2.5s", "1m" → seconds, within TIMEOUT_BOUNDS; else ValueError."""
+    match = _TIMEOUT.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a timeout like 500ms, 5s or 1m")
+    value = float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match[2]]
+    low, high = TIMEOUT_BOUNDS
+    if not low <= value <= high:
+        raise ValueError(f"timeout {text!r} is outside {low:g}s to {high:g}s")
+    return value
+
+
+def _timeout(value: str) -> str:
+    parse_timeout(value)
+    return value
+
+
+Timeout = Annotated[str, AfterValidator(_timeout),
+                    Field(json_schema_extra={"pattern": r"^\d+(\.\d+)?(ms|s|m)$"},
+                          description="how long one send may take: 500ms, 5s, 1m"
+                                      " (from 0.1 s to 60 s)")]
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
 
 
 class _Strict(BaseModel):
@@ -78,19 +120,92 @@ class TargetSpec(_Strict):
 
 class WebhookSink(_Strict):
     type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
-    secret_env: str = Field(description="environment variable holding the HMAC secret")
-    timeout: Duration = "5s"
+    # Checked before `url` (declared first): addresses this sink may reach although they are
+    # loopback, link-local or private (ESCALATION_WEBHOOK_ALLOW_NETWORKS adds to it).
+    allow_networks: list[str] = Field(
+        default_factory=list, description="CIDR networks this sink may post to although they"
+                                          " are private, loopback or link-local (SSRF guard)")
+    url: str = Field(json_schema_extra={"pattern": r"^https?://"},
+                     description="http(s)://host[:port]/path; no credentials, no fragment")
+    secret_env: str = Field(description="environment variable holding the HMAC secret;"
+                                        " it must be set when the policy is loaded")
+    timeout: Timeout = "5s"
     max_attempts: int = Field(default=8, ge=1, le=50)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        addresses.networks(value)
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        target = addresses.parse_url(value)
+        allowed = addresses.networks([*info.data.get("allow_networks", ()),
+                                      *_context(info).get("allow_networks", ())])
+        why = addresses.host_refusal(target.host, allowed)
+        if why:
+            raise ValueError(f"{value} is refused: {why} (add it to allow_networks or"
+                             " ESCALATION_WEBHOOK_ALLOW_NETWORKS to allow it)")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret(cls, value: str, info: ValidationInfo) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        environ = _context(info).get("environ")
+        if environ is not None and not environ.get(value):
+            raise ValueError(f"environment variable {value} (the webhook's secret) is not set")
+        return value
+
+    @property
+    def target(self) -> addresses.Target:
+        return addresses.parse_url(self.url)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_timeout(self.timeout)
 
 
 class EmailSink(_Strict):
     type: Literal["email"]
-    to: list[str] = Field(min_length=1)
+    to: list[str] = Field(min_length=1, max_length=50)
     sender: str
     host: str = "127.0.0.1"
-    port: int = 25
+    port: int = Field(default=25, ge=1, le=65535)
+    timeout: Timeout = "10s"
     max_attempts: int = Field(default=8, ge=1, le=50)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        for address in value:
+            _mailbox(address)
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _mailbox(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not _MAIL_HOST.match(value):
+            raise ValueError(f"{value!r} is not a host name or address")
+        return value
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_timeout(self.timeout)
+
+
+def _mailbox(value: str) -> str:
+    if not _MAILBOX.match(value):
+        raise ValueError(f"{value!r} is not a plain address like name@example.com")
+    return value
 
 
 Sink = Annotated[WebhookSink | EmailSink, Field(discriminator="type")]
@@ -146,6 +261,11 @@ class DigestSpec(_Strict):
     every: Duration = "1h"
     targets: list[str] = Field(min_length=1)
 
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        return positive_duration(value, "digest.every must be positive")
+
 
 class PolicyFile(_Strict):
     version: str
@@ -177,6 +297,8 @@ class PolicyFile(_Strict):
 @dataclass(frozen=True)
 class Policy:
     spec: PolicyFile
+    # Each webhook sink's secret, read from its environment variable when the policy loaded.
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -204,16 +326,32 @@ class Policy:
         return None
 
 
-def load_text(text: str, origin: str = "<escalation policy>") -> Policy:
-    return Policy(load_model(PolicyFile, text, origin))
+def load_text(text: str, origin: str = "<escalation policy>", *,
+              environ: Mapping[str, str] | None = None,
+              allow_networks: Sequence[str] = ()) -> Policy:
+    """The policy in `text`; every problem raises PolicyFileError naming origin:line: field.
+
+    Checked here, not when a notification is due: durations and timeouts, webhook URLs (and
+    their literal addresses against the SSRF guard, with `allow_networks` from the settings),
+    and each webhook secret's environment variable (`environ`, default os.environ).
+    """
+    env = os.environ if environ is None else environ
+    spec = load_model(PolicyFile, text, origin, context={
+        "environ": env, "allow_networks": list(allow_networks)})
+    secrets = {name: env[sink.secret_env].encode() for name, sink in spec.sinks.items()
+               if isinstance(sink, WebhookSink)}
+    return Policy(spec, secrets)
 
 
-def load(path: str | Path | None = None) -> Policy:
+def load(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None,
+         allow_networks: Sequence[str] = ()) -> Policy:
     if not path:
         text = (resources.files("services.escalation") / "policies" / "default.json").read_text(
             "utf-8")
-        return load_text(text, "services/escalation/policies/default.json")
-    return load_text(Path(path).read_text("utf-8"), str(path))
+        return load_text(text, "services/escalation/policies/default.json", environ=environ,
+                         allow_networks=allow_networks)
+    return load_text(Path(path).read_text("utf-8"), str(path), environ=environ,
+                     allow_networks=allow_networks)
 
 
 def single_level(target: str, ack_timeout: str = "1h") -> Policy:
@@ -222,13 +360,6 @@ def single_level(target: str, ack_timeout: str = "1h") -> Policy:
         "version": "skeleton", "targets": {target: {"kind": "supervisor_group"}},
         "rules": [{"name": "breach", "trigger": "sla.breached",
                    "levels": [{"targets": [target], "ack_timeout": ack_timeout}]}]}))
-
-
-def secret(sink: WebhookSink) -> bytes:
-    value = os.environ.get(sink.secret_env)
-    if not value:
-        raise RuntimeError(f"webhook secret {sink.secret_env} is not set")
-    return value.encode()
 
 
 def json_schema() -> dict[str, Any]:

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from shared.contracts.topics import INBOUND_VOICE
 from shared.infra.local import Endpoints
 from tests.integration.test_skeleton_flow import case_of, notifications_for, wait_types
 from tests.support import contacts
+from tests.support.escalation_fixtures import Inbox, smtp_server
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, publish, wait_for
 from tests.support.services import ServiceProcesses
@@ -54,12 +56,24 @@ def hook() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def escalating(endpoints: Endpoints, hook: str) -> Iterator[ServiceProcesses]:
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def escalating(endpoints: Endpoints, hook: str,
+               smtp: tuple[Inbox, int]) -> Iterator[ServiceProcesses]:
     path = TEST_STATE_DIR / "escalation-policy.json"
     path.write_text(json.dumps({
         "version": "flow-test",
-        "targets": {"leads": {"kind": "supervisor_group", "sinks": ["hook"]}},
-        "sinks": {"hook": {"type": "webhook", "url": hook, "secret_env": "ESC_HOOK_SECRET"}},
+        "targets": {"leads": {"kind": "supervisor_group", "sinks": ["hook", "mail"]}},
+        # The receiver is this test, on loopback: allow-listed like an internal receiver.
+        "sinks": {"hook": {"type": "webhook", "url": hook, "secret_env": "ESC_HOOK_SECRET",
+                           "allow_networks": ["127.0.0.1/32"]},
+                  "mail": {"type": "email", "to": ["leads@example.com"],
+                           "sender": "switchboard@example.com", "host": "127.0.0.1",
+                           "port": smtp[1]}},
         "rules": [{"name": "breach", "trigger": "sla.breached",
                    "levels": [{"targets": ["leads"], "ack_timeout": "1h"}]}]}))
     procs = ServiceProcesses(endpoints, TEST_STATE_DIR / "logs", {
@@ -70,7 +84,8 @@ def escalating(endpoints: Endpoints, hook: str) -> Iterator[ServiceProcesses]:
 
 
 async def test_killed_between_escalation_and_delivery_the_webhook_gets_it_once(
-    endpoints: Endpoints, escalating: ServiceProcesses, app_db: asyncpg.Connection
+    endpoints: Endpoints, escalating: ServiceProcesses, app_db: asyncpg.Connection,
+    smtp: tuple[Inbox, int],
 ) -> None:
     bootstrap, call = endpoints.kafka_bootstrap_servers, f"esc-{uuid.uuid4().hex[:10]}"
     await publish(bootstrap, INBOUND_VOICE, contacts.call_started(call),
@@ -86,10 +101,10 @@ async def test_killed_between_escalation_and_delivery_the_webhook_gets_it_once(
     await wait_types(app_db, case_id, {"case.escalated", "escalation.notified"})
 
     async def delivered() -> bool:
-        return await app_db.fetchval(
-            "SELECT state FROM escalation_delivery WHERE case_id = $1 AND sink = 'hook'",
-            case_id) == "delivered"
-    await wait_for(delivered, timeout=60, what="the webhook delivery")
+        states = await app_db.fetch(
+            "SELECT state FROM escalation_delivery WHERE case_id = $1", case_id)
+        return [r["state"] for r in states] == ["delivered", "delivered"]
+    await wait_for(delivered, timeout=60, what="the webhook and e-mail deliveries")
     mine = [(h, b) for h, b in Hook.received if json.loads(b)["case_id"] == case_id]
     ids = {h[sinks.ID_HEADER] for h, _ in mine}
     assert len(ids) == 1  # retried or not, one notification id: the receiver keeps one
@@ -101,6 +116,10 @@ async def test_killed_between_escalation_and_delivery_the_webhook_gets_it_once(
     assert counts[("case.escalated", None)] == 1
     assert counts[("escalation.notified", "kafka")] == 1
     assert counts[("escalation.notified", "hook")] == 1
+    assert counts[("escalation.notified", "mail")] == 1
+    mails = [message_from_bytes(raw) for to, raw in smtp[0].messages
+             if case_id in (message_from_bytes(raw)["Subject"] or "")]
+    assert mails and {m["Message-ID"] for m in mails} == {f"<{ids.pop()}@switchboard>"}
     notes = await wait_for(lambda: notifications_for(bootstrap, case_id), what="notification")
     # A kill between the relay's publish and its bookkeeping republishes the same record: Kafka
     # delivery is at-least-once, with one stable notification id for receivers to keep once.

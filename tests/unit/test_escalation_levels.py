@@ -27,6 +27,7 @@ POLICY: dict[str, Any] = {
         "tier-queue": {"kind": "queue", "min_authority_tier": 2},
     },
     "sinks": {"ops-hook": {"type": "webhook", "url": "http://127.0.0.1:9/hook",
+                           "allow_networks": ["127.0.0.1/32"],
                            "secret_env": "OPS_HOOK_SECRET"}},
     "rules": [
         {"name": "warn", "trigger": "sla.warning", "digest": True},
@@ -41,7 +42,8 @@ POLICY: dict[str, Any] = {
     ],
     "digest": {"every": "1h", "targets": ["floor-manager"]},
 }
-POL = policy.load_text(json.dumps(POLICY))
+ENV = {"OPS_HOOK_SECRET": "s3cret"}
+POL = policy.load_text(json.dumps(POLICY), environ=ENV)
 
 
 def row(data: ce.Contract) -> dict[str, Any]:
@@ -271,13 +273,13 @@ def test_policy_errors_name_the_line_and_the_field() -> None:
     bad["rules"][1]["levels"][1]["ack_timeout"] = "soon"
     text = json.dumps(bad, indent=2)
     with pytest.raises(PolicyFileError) as err:
-        policy.load_text(text, "esc.json")
+        policy.load_text(text, "esc.json", environ=ENV)
     line = next(n for n, t in enumerate(text.splitlines(), 1) if '"soon"' in t)
     assert f"esc.json:{line}: rules.1.levels.1.ack_timeout:" in str(err.value)
     bad = json.loads(json.dumps(POLICY))
     bad["rules"][1]["levels"][0]["targets"] = ["nobody"]
     with pytest.raises(PolicyFileError, match="unknown target 'nobody'"):
-        policy.load_text(json.dumps(bad), "esc.json")
+        policy.load_text(json.dumps(bad), "esc.json", environ=ENV)
 
 
 def test_the_packaged_policy_loads_and_its_schema_is_current() -> None:
