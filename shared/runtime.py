@@ -203,7 +203,8 @@ class ServiceRuntime:
         """Wait for PostgreSQL and Kafka, however long they are away (bounded backoff, one log
         line per kind every few seconds): a service started during an outage comes up after it,
         instead of exiting."""
-        self._pool = await _connect_with_retry(self.settings.database_url, self._log)
+        self._pool = await _connect_with_retry(self.settings.database_url, self._log,
+                                               self.settings.database_pool_size)
         for step in self.startup:
             await step(self)
         await wait_for_kafka(self.settings.kafka_bootstrap_servers, self._log)
@@ -419,11 +420,11 @@ class ServiceRuntime:
                 backoff = min(backoff * 2, 5.0)
 
 
-async def _connect_with_retry(url: str, say: RateLimitedLog) -> asyncpg.Pool:
+async def _connect_with_retry(url: str, say: RateLimitedLog, size: int) -> asyncpg.Pool:
     backoff = 0.5
     while True:
         try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=1, max_size=5)
+            pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=1, max_size=size)
             return pool
         except Exception as exc:
             if not is_transient(exc):

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
         "postgresql://switchboard_owner:switchboard_owner@127.0.0.1:15432/switchboard"
     )
     database_app_role: str = "switchboard_app"
+    # Connections per service process: consumers, the relay, timers and escalation deliveries.
+    database_pool_size: int = 10
 
     # console | otlp | none
     otel_exporter: Literal["console", "otlp", "none"] = "none"

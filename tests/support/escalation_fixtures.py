@@ -26,17 +26,18 @@ from services.escalation.policy import Policy
 from shared.caselog.store import append_events
 from shared.clock import FrozenClock
 from shared.contracts.base import Contract
+from shared.contracts.envelope import Envelope
 from shared.events import CaseEvent
 from shared.infra.local import Endpoints
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
-from tests.support.sla_fixtures import SlaHarness
 
 
 class EscalationHarness:
     name = "escalation"
     source = "switchboard/escalation"
     persist = ServiceRuntime.persist
+    persist_traced = ServiceRuntime.persist_traced
 
     def __init__(self, pool: asyncpg.Pool, clock: FrozenClock, policy: Policy,
                  tracer_provider: TracerProvider | None = None,
@@ -64,8 +65,12 @@ class EscalationHarness:
 
     async def feed(self, type_: str, payload: Contract, event_id: str | None = None,
                    time: datetime | None = None) -> None:
-        """One event through the handler, committed like the runtime does (as SLA's harness)."""
-        await SlaHarness.feed(cast(SlaHarness, self), type_, payload, event_id, time)
+        """One event through the handler, committed like the runtime does."""
+        env = Envelope(id=event_id or str(uuid.uuid4()), source="test", type=type_,
+                       time=time or self.clock.now(), subject=payload.case_id)  # type: ignore[attr-defined]
+        async with self.pool.acquire() as conn, conn.transaction():
+            decision = await self._handlers[type_](conn, env, payload, self.clock.now())
+            await self.runtime.persist(conn, decision)
 
     async def fire(self) -> int:
         return await app.fire_due(self.runtime, self.policy)

@@ -88,3 +88,28 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 60.0,  # noqa:
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+async def drained(bootstrap: str, timeout: float = 300.0) -> None:  # noqa: ASYNC109
+    """Until every Switchboard consumer group has committed the end of every topic it reads."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        async def lag() -> bool:
+            behind = 0
+            for group, *_ in await admin.list_consumer_groups():
+                if not str(group).startswith("switchboard-"):
+                    continue
+                offsets = await admin.list_consumer_group_offsets(group)
+                ends = await consumer.end_offsets(list(offsets))
+                behind += sum(ends[tp] - meta.offset for tp, meta in offsets.items())
+            return behind == 0
+
+        await wait_for(lag, timeout=timeout, interval=0.5, what="every consumer group caught up")
+    finally:
+        await consumer.stop()
+        await admin.close()
