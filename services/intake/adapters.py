@@ -144,7 +144,7 @@ def _chatwoot_contact(sender: dict[str, Any]) -> ib.CustomerIdentity:
 # Platforms' bodies are JSON of any shape: a field documented as an object may arrive as a string
 # or a list, a number as text. Every read below tolerates that; what the mapping cannot do
 # without is an AdapterError naming the field, never the value.
-_TOKEN = re.compile(r"[a-z][a-z-]{0,31}")
+_TOKEN = re.compile(r"[a-z][a-z-]{0,15}")
 _MAX_TIME_TEXT = 64
 
 

@@ -29,7 +29,7 @@ _LINE_BREAKS = {c: " " for c in [*range(0x00, 0x20), 0x7F, 0x85, 0x2028, 0x2029]
 def valid_unicode(text: str) -> str:
     """`text` without lone surrogates: escaped bytes decoded again, anything else replaced.
 
-    Escaped bytes are UTF-8 when they hold at least as many UTF-8 characters as invalid
+    Escaped bytes are UTF-8 when they hold UTF-8 characters and at most twice as many invalid
     sequences (a header cut inside a character keeps its other characters), else a legacy
     8-bit charset, read as Windows-1252.
     """
@@ -45,7 +45,7 @@ def valid_unicode(text: str) -> str:
     decoded = raw.decode("utf-8", "replace")
     replaced = decoded.count("\ufffd") - raw.count("\ufffd".encode())  # invalid sequences
     good = len(decoded) - len(decoded.encode("ascii", "ignore")) - replaced
-    return decoded if good >= replaced else raw.decode("cp1252", "replace")
+    return decoded if good and 2 * good >= replaced else raw.decode("cp1252", "replace")
 
 
 def without_controls(text: str) -> str:
