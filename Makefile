@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
 .PHONY: help setup infra-up infra-down run test test-unit test-integration lint typecheck \
-        schemas bench clean
+        schemas bench fuzz clean
 
 help:
 	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
 	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
+	@echo "make fuzz       100,000 fuzz cases through intake (random seeds; FUZZ_RANDOM=0: fixed)"
 	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
 
 # The virtualenv and the project, reinstalled when pyproject.toml changes.
@@ -61,6 +62,13 @@ bench: infra-up
 	$(PY) benchmarks/case_log_append.py
 	$(PY) benchmarks/router_decisions.py --accuracy
 	$(PY) benchmarks/sla_timers.py
+	$(PY) benchmarks/adversarial.py
+
+# Intake's fuzzer at 10x the cases of `make test` (docs/intake.md, "Limits and bad input").
+FUZZ_RANDOM ?= 1
+fuzz: setup
+	SWITCHBOARD_FUZZ_SCALE=10 SWITCHBOARD_FUZZ_RANDOM=$(FUZZ_RANDOM) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_fuzz_intake.py
 
 clean:
 	-$(SB) infra down

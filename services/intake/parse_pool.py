@@ -37,8 +37,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Imported once by the fork server, so that each worker starts with them loaded.
-PRELOAD = ["services.intake.core"]
+# Imported once by the fork server, so that each worker starts with them loaded. The service's
+# app module too: a worker re-runs the parent's main script (as __mp_main__) before it starts,
+# which costs a second of imports unless they are already there.
+PRELOAD = ["services.intake.core", "services.intake.app"]
 
 
 class ParseTimeout(Exception):
