@@ -66,7 +66,7 @@ _MIME_HEADERS = frozenset({"content-type", "content-disposition"})
 _MAX_MIME_PARAMS = 16
 _MAX_PARAM_CHARS = 998
 _MAX_IDS = 50
-_MAX_ID_CHARS = 998  # a longer "id" cannot be a key of the thread index, nor an RFC 5322 line
+_MAX_ID_BYTES = 998  # a longer "id" cannot be a key of the thread index, nor an RFC 5322 line
 
 _CONTAINER = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?(?:multipart|message)/",
                         re.IGNORECASE | re.MULTILINE)
@@ -340,9 +340,9 @@ def _ids(text: str) -> list[str]:
     Linear in the text: one character-class pattern, and plain string tests for the bare form.
     """
     text = " ".join(text.split())
-    found = [i for i in _ID.findall(text) if len(i) <= _MAX_ID_CHARS]
-    if not found and text and len(text) <= _MAX_ID_CHARS and "<" not in text and ">" not in text \
-            and " " not in text and "@" in text[1:-1]:
+    found = [i for i in _ID.findall(text) if len(i.encode()) <= _MAX_ID_BYTES]
+    if not found and text and len(text.encode()) <= _MAX_ID_BYTES and "<" not in text \
+            and ">" not in text and " " not in text and "@" in text[1:-1]:
         # Some mailers write a bare `id@host` without the angle brackets RFC 5322 asks for.
         found = [f"<{text}>"]
     return found

@@ -30,8 +30,8 @@ from shared.settings import Settings
 
 NOW = datetime(2026, 11, 24, 10, 5, tzinfo=UTC)
 SOURCE = "switchboard/intake"
-# A PostgreSQL btree entry holds at most ~2,700 bytes: longer thread keys would fail the insert.
-MAX_KEY_BYTES = 2_000
+# A PostgreSQL btree entry holds at most 2,704 bytes: longer thread keys would fail the insert.
+MAX_KEY_BYTES = 2_600
 MAX_REASON = 2_000
 
 

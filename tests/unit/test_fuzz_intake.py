@@ -75,6 +75,7 @@ NASTY = [
     "no-answer", "busy", "in-progress", "outbound-api", "DISCONNECTED", "VOICE", "CHAT",
     "incoming", "outgoing", "message_created", "conversation_created", "resolved",
     "maya@example.com", "+14155550123", "anonymous", "\U0001f600" * 10, "é" * 300,
+    "\U0001f600" * 256,
 ]
 NUMBERS: list[Any] = [10**30, -(10**30), 1e20, 1e308, 2**63, 0, -1, 1.5, 1.7e12,
                       float("nan"), float("inf"), -float("inf"), True, False, 253402300800]
@@ -306,6 +307,7 @@ HEADER_UNITS = [
     b"; a=b", b'"', b"\\", b"\xc3\xa9", b"\xff", b"re: ", b" ", b"text/plain; ",
     b"multipart/mixed; boundary=b; ", b"bob@example.org <eve@attacker.example>",
     b"=?utf-8?q?x=0Ay?=", b"\r\n ", b"<", b"=?x-unknown?q?a?=", b"=?utf-8?b?????=",
+    b"<\xf0\x9f\x98\x80", b"\xf0\x9f\x98\x80",
 ]
 
 
