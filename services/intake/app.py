@@ -19,7 +19,7 @@ import asyncpg
 from services.intake import core
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
-from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed
+from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.subjects import case_reference
 from shared.contracts import inbound as ib
 from shared.contracts.envelope import Envelope
@@ -128,7 +128,8 @@ class IntakeHandler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the pure path must not crash; its type says enough
-            log.exception("intake: %s failed inline", step)
+            # Not the traceback: a ValidationError's text quotes the customer's input.
+            log.error("intake: %s failed inline: %s at %s", step, type(exc).__name__, where(exc))
             raise Rejected(f"parse_failed: {step} raised {type(exc).__name__}") from None
 
     def _remember_refusal(self, envelope: Envelope, reason: str) -> None:

@@ -83,7 +83,8 @@ def _limit_memory(megabytes: int) -> None:
         pass  # not Linux: no limit (the deadline still holds)
 
 
-def _where(exc: BaseException) -> str:
+def where(exc: BaseException) -> str:
+    """`file:line` where `exc` was raised: enough to find a bug, no customer text."""
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "?"
@@ -111,7 +112,7 @@ def _worker_main(conn: Connection, passthrough: tuple[type[BaseException], ...],
         except passthrough as exc:
             reply = ("raise", exc)
         except BaseException as exc:  # MemoryError, RecursionError, bugs: type and place only
-            reply = ("error", type(exc).__name__, _where(exc))
+            reply = ("error", type(exc).__name__, where(exc))
         try:
             conn.send(reply)
         except Exception as exc:  # the result cannot be pickled

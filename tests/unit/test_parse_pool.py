@@ -110,7 +110,7 @@ async def test_the_handler_rejects_a_record_that_misses_the_deadline_as_parse_ti
 
 
 async def test_the_handler_turns_any_failure_of_the_pure_path_into_a_clean_reason(
-        pool: ParsePool) -> None:
+        pool: ParsePool, caplog: pytest.LogCaptureFixture) -> None:
     handler = handler_with(pool)
     with pytest.raises(Rejected, match=r"^parse_failed: fail_with_customer_text raised KeyError$"):
         await handler._run(True, fail_with_customer_text, "PIN 1234")
@@ -120,6 +120,7 @@ async def test_the_handler_turns_any_failure_of_the_pure_path_into_a_clean_reaso
         await handler._run(True, allocate, 2_048)
     with pytest.raises(Rejected, match=r"^parse_failed: the worker died twice during die$"):
         await handler._run(True, die)
+    assert "KeyError" in caplog.text and "PIN 1234" not in caplog.text  # the logs neither
 
 
 async def test_a_record_refused_once_is_refused_again_without_parsing(
