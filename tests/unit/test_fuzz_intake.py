@@ -2,7 +2,8 @@
 
 Every case is a raw record (headers + bytes) on an inbound topic, in CloudEvents binary or
 structured mode, for every event type and every platform adapter (Twilio, Amazon Connect,
-Chatwoot): valid events from templates and real samples (tests/fixtures/intake), mutated (fields
+Chatwoot): valid events from templates and real samples (tests/fixtures/intake/webhooks, also
+other platforms' payloads handed to the adapters as if they were theirs), mutated (fields
 dropped, replaced by any JSON, strings that attack parsers, lone surrogate escapes, huge and
 non-finite numbers, deep nesting, broken bytes and headers), and real emails (the copied corpus
 in tests/fixtures/intake/fuzz-seeds, plus ../shared/data/emails when present) mutated at the
@@ -113,6 +114,13 @@ def _fixture_json(*parts: str) -> Any:
     return load_jsonish(path) if path.suffix == ".jsonish" else json.loads(path.read_text())
 
 
+# Other platforms' real payloads, handed to the adapters as if they were theirs: shapes they have
+# never seen (zulip's Intercom, Freshdesk and Front fixtures; AWS samples of other Connect streams).
+FOREIGN = [_fixture_json("foreign", p.name) for p in
+           sorted(FIXTURES.joinpath("webhooks", "foreign").glob("*.json"))]
+CONNECT_SAMPLES = [_fixture_json("amazon-connect", p.name) for p in
+                   sorted(FIXTURES.joinpath("webhooks", "amazon-connect").glob("*.json*"))]
+
 TEMPLATES: dict[str, list[dict[str, Any]]] = {
     "chat.started": [{"session_id": "s-1", "started_at": WHEN, "customer": _customer(),
                       "language": "en", "widget": "web"}],
@@ -124,7 +132,8 @@ TEMPLATES: dict[str, list[dict[str, Any]]] = {
                          ("message_created.docs-sample.jsonish",
                           "conversation_created.constructed.json")]
                         + [{"body": {"event": "conversation_status_changed", "id": 7,
-                                     "status": "resolved"}}],
+                                     "status": "resolved"}}]
+                        + [{"body": body} for body in FOREIGN],
     "call.started": [{"call_id": "c-1", "from_number": "+14155550123",
                       "to_number": "+18005550100", "started_at": WHEN, "customer": _customer()}],
     "call.ivr_selection": [{"call_id": "c-1", "menu": "main", "selection": "2",
@@ -142,11 +151,7 @@ TEMPLATES: dict[str, list[dict[str, Any]]] = {
                            ("call-status-ringing.json", "call-status-no-answer.json")]
                           + [{"params": {"CallSid": "CA3", "CallStatus": "completed",
                                          "CallDuration": "61", "From": "+14155550123"}}],
-    "connect.contact_event": [{"event": _fixture_json("amazon-connect", name)} for name in
-                              ("contact-events-01.json", "contact-events-02.jsonish",
-                               "connectContactFlowEventAll.json",
-                               "connectContactFlowEventMin.json", "eventBridgeEvent.json",
-                               "connect-event.aws-lambda-go.json")],
+    "connect.contact_event": [{"event": event} for event in CONNECT_SAMPLES + FOREIGN],
 }
 EMAIL_TEMPLATE = (b"From: Maya Patel <maya@example.com>\r\nTo: support@shop.example\r\n"
                   b"Subject: Re: my order\r\nMessage-ID: <m1@example.com>\r\n"
