@@ -92,9 +92,10 @@ def check(outcome: Outcome, customer_text: list[str]) -> None:
         return
     contact = outcome.contact
     for key in (*contact.lookup_keys, *contact.own_keys, contact.dedup_key or "",
-                contact.subject_key, *core.customer_keys(contact), contact.reference or ""):
+                *core.customer_keys(contact), contact.reference or ""):  # the indexed ones
         assert len(key.encode("utf-8")) <= MAX_KEY_BYTES, key[:100]  # also: valid Unicode
-    for text in (contact.subject, contact.text, contact.full_text, *contact.details.values()):
+    for text in (contact.subject, contact.subject_key, contact.text, contact.full_text,
+                 *contact.details.values()):
         if text is not None:
             text.encode("utf-8")
     if contact.channel == "email":

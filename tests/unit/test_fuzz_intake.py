@@ -287,7 +287,12 @@ def structured_record(rng: random.Random) -> tuple[Any, list[str]]:
     headers = list(STRUCTURED)
     if rng.random() < 0.5:
         headers.append(("ce_type", event_type.encode()))
-    return kafka_record(TOPIC[event_type], headers, value), customer
+    # The envelope's own attributes are the front-end's, not the customer's: a reason may name
+    # the event type it could not handle, even when a mutation made it equal to some text.
+    attributes = set(strings_of({k: v for k, v in document.items() if k != "data"})
+                     if isinstance(document, dict) else [])
+    return kafka_record(TOPIC[event_type], headers, value), [
+        text for text in customer if text not in attributes]
 
 
 # --- emails -------------------------------------------------------------------------------------
