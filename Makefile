@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
 .PHONY: help python setup prereqs lock lock-check infra-up infra-down run test test-unit lint \
-        typecheck schemas bench bench-e2e clean
+        typecheck schemas bench bench-e2e fuzz clean
 
 help:
 	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
@@ -25,6 +25,7 @@ help:
 	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
 	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
 	@echo "make bench-e2e  the whole pipeline under load (about 10 min), recorded likewise"
+	@echo "make fuzz       100,000 fuzz cases through intake (random seeds; FUZZ_RANDOM=0: fixed)"
 	@echo "make lock       regenerate requirements.lock after editing pyproject.toml's dependencies"
 	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
 	@echo "make clean      stop them and delete their data (.switchboard/ and the database's dir)"
@@ -89,6 +90,15 @@ bench: infra-up
 	$(PY) benchmarks/case_log_append.py
 	$(PY) benchmarks/router_decisions.py --accuracy
 	$(PY) benchmarks/sla_timers.py
+	$(PY) benchmarks/adversarial.py
+	$(PY) benchmarks/redaction.py
+	$(PY) benchmarks/escalation_inputs.py
+
+# Intake's fuzzer at 10x the cases of `make test` (docs/intake.md, "Limits and bad input").
+FUZZ_RANDOM ?= 1
+fuzz: setup
+	SWITCHBOARD_FUZZ_SCALE=10 SWITCHBOARD_FUZZ_RANDOM=$(FUZZ_RANDOM) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_fuzz_intake.py
 
 # Starts its own broker and database in .switchboard/bench; BENCH_ARGS=--help lists the knobs.
 bench-e2e: setup

@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     intake_default_phone_region: str = "US"
     # Extra regular expressions whose matches are masked, e.g. ["\\bACCT-\\d{8}\\b"].
     intake_redaction_patterns: list[str] = []
+    # Parsing off the event loop (docs/intake.md, "Limits"): emails, and records whose JSON is
+    # larger than INTAKE_PARSE_INLINE_MAX_BYTES, are parsed in worker processes with a deadline;
+    # a record that misses it is dead-lettered as `parse_timeout`. 0 workers: parse inline.
+    intake_parse_workers: int = 2
+    intake_parse_deadline_seconds: float = 2.0
+    intake_parse_inline_max_bytes: int = 16_384
+    # Address space a worker may add to what it has after start-up (MB); 0: no limit.
+    intake_parse_worker_memory_mb: int = 1_024
+    # Nesting of MIME parts (multipart, message/rfc822) beyond which an email is refused.
+    intake_max_mime_depth: int = 16
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,10 @@ with the case events, so a redelivery sees exactly the state the first delivery 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +19,9 @@ import asyncpg
 from services.intake import core
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
+from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.subjects import case_reference
+from shared.contracts import inbound as ib
 from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import INBOUND_TOPICS
 from shared.events import Decision
@@ -23,35 +29,113 @@ from shared.redaction import compile_patterns
 from shared.runtime import Rejected, Route, ServiceRuntime
 from shared.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 
 class IntakeHandler:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: ParsePool | None = None) -> None:
         self.settings = settings
         self.config = core.IntakeConfig(
             email_limits=EmailLimits(
                 max_bytes=settings.intake_max_email_bytes,
                 max_headers=settings.intake_max_email_headers,
                 max_attachments=settings.intake_max_attachments,
-                max_parts=settings.intake_max_mime_parts),
+                max_parts=settings.intake_max_mime_parts,
+                max_depth=settings.intake_max_mime_depth),
             phone_region=settings.intake_default_phone_region,
             redaction_patterns=compile_patterns(settings.intake_redaction_patterns),
         )
+        if pool is None and settings.intake_parse_workers > 0:
+            pool = ParsePool(settings.intake_parse_workers,
+                             settings.intake_parse_deadline_seconds,
+                             memory_mb=settings.intake_parse_worker_memory_mb,
+                             passthrough=(core.Unprocessable,))
+        self.pool = pool
+        # Records this handler refused, by envelope: when a batch is retried one record at a
+        # time, a record that timed out is refused again at once instead of after the deadline.
+        self._refused: OrderedDict[int, tuple[Envelope, str]] = OrderedDict()
+
+    async def start(self) -> None:
+        if self.pool is not None:
+            await self.pool.start()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    def worker_pids(self) -> list[int]:
+        return self.pool.pids() if self.pool is not None else []
 
     async def __call__(self, conn: asyncpg.Connection, envelope: Envelope, payload: Any,
                        now: datetime) -> Decision:
-        try:
-            contact = core.understand(envelope.type, payload, now, self.config)
-        except core.Unprocessable as exc:
-            # With the current runtime this is retried 3 times before it is dead-lettered with
-            # this text (see the report on issue 3); the result is the same, only slower.
-            raise Rejected(str(exc)) from exc
+        contact = await self.understand(envelope, payload, now)
         if contact is None:
             return Decision()
         thread = await self._thread(conn, contact)
-        decision, case_id = core.decide(contact, thread, envelope.id, now, self.config)
+        decision, case_id = await self.decide(contact, thread, envelope, now)
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, now)
         return decision
+
+    # --- the pure work, bounded -----------------------------------------------------------
+    async def understand(self, envelope: Envelope, payload: Any,
+                         now: datetime) -> core.IncomingContact | None:
+        """`core.understand`, off the event loop for emails and large records; raises Rejected
+        (with a reason that quotes no customer text) for everything it cannot turn into one."""
+        refused = self._refused.get(id(envelope))
+        if refused is not None and refused[0] is envelope:
+            raise Rejected(refused[1])
+        offload = isinstance(payload, ib.EmailReceived) or (
+            len(payload.model_dump_json()) > self.settings.intake_parse_inline_max_bytes)
+        try:
+            contact: core.IncomingContact | None = await self._run(
+                offload, core.understand, envelope.type, payload, now, self.config)
+        except Rejected as exc:
+            self._remember_refusal(envelope, str(exc))
+            raise
+        return contact
+
+    async def decide(self, contact: core.IncomingContact, thread: core.Thread,
+                     envelope: Envelope, now: datetime) -> tuple[Decision, str | None]:
+        """`core.decide` (redaction of every string), off the event loop for large contacts."""
+        size = sum(len(t or "") for t in (contact.text, contact.full_text, contact.subject))
+        result: tuple[Decision, str | None] = await self._run(
+            size > self.settings.intake_parse_inline_max_bytes, core.decide, contact, thread,
+            envelope.id, now, self.config)
+        return result
+
+    async def _run(self, offload: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        step = fn.__name__
+        try:
+            if offload and self.pool is not None:
+                try:
+                    return await self.pool.run(fn, *args)
+                except WorkerCrashed:  # the OOM killer or a crash: once more, on a new worker
+                    log.warning("intake: parse worker died during %s; trying once more", step)
+                    return await self.pool.run(fn, *args)
+            return fn(*args)
+        except core.Unprocessable as exc:
+            raise Rejected(str(exc)) from None
+        except ParseTimeout:
+            raise Rejected(f"parse_timeout: {step} took longer than "
+                           f"{self.settings.intake_parse_deadline_seconds:g} s") from None
+        except WorkerCrashed:
+            raise Rejected(f"parse_failed: the worker died twice during {step}") from None
+        except TaskFailed as exc:
+            log.error("intake: %s failed in a parse worker: %s", step, exc)
+            reason = "parse_memory" if exc.kind == "MemoryError" else "parse_failed"
+            raise Rejected(f"{reason}: {step} raised {exc.kind}") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pure path must not crash; its type says enough
+            # Not the traceback: a ValidationError's text quotes the customer's input.
+            log.error("intake: %s failed inline: %s at %s", step, type(exc).__name__, where(exc))
+            raise Rejected(f"parse_failed: {step} raised {type(exc).__name__}") from None
+
+    def _remember_refusal(self, envelope: Envelope, reason: str) -> None:
+        self._refused[id(envelope)] = (envelope, reason)
+        while len(self._refused) > 1_024:
+            self._refused.popitem(last=False)
 
     async def _thread(self, conn: asyncpg.Connection, contact: core.IncomingContact) -> core.Thread:
         directory = await _directory(conn, contact)
@@ -180,6 +264,18 @@ async def _directory(conn: asyncpg.Connection,
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
+
+    async def start_workers(_: ServiceRuntime) -> None:
+        await handler.start()
+
+    async def stop_workers_on_shutdown(_: ServiceRuntime) -> None:
+        try:
+            await asyncio.Event().wait()  # background jobs are cancelled when the service stops
+        finally:
+            await handler.close()
+
+    runtime.startup.append(start_workers)
+    runtime.background.append(stop_workers_on_shutdown)
     for topic, models in INBOUND_TOPICS.items():
         runtime.subscribe(Route(topic, models, {t: handler for t in models}))
     return runtime

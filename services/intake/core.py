@@ -12,8 +12,10 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from services.intake import identity
 from services.intake.adapters import AdapterError, adapt
@@ -107,7 +109,26 @@ def understand(event_type: str, payload: Any, received_at: datetime,
         return None
     event_type, payload = mapped
     contact = _EXTRACTORS[event_type](payload, received_at, config)
+    contact = replace(contact, at=_checked_time(contact.at, event_type))
     return _with_customer(contact, identity.normalise(contact.customer, config.phone_region))
+
+
+# Times a contact can carry: later arithmetic (thread windows, SLA deadlines) must not overflow.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _checked_time(at: datetime, event_type: str) -> datetime:
+    """The contact's time, in UTC when the front-end gave none; Unprocessable when absurd."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        at = at.replace(tzinfo=UTC)
+    try:
+        sane = _EARLIEST <= at <= _LATEST
+    except OverflowError:
+        sane = False
+    if not sane:
+        raise Unprocessable(f"{event_type}: time outside {_EARLIEST.year}-{_LATEST.year}")
+    return at
 
 
 def _with_customer(contact: IncomingContact, customer: CustomerIdentity) -> IncomingContact:
@@ -296,4 +317,21 @@ def decide(
 def _redacted(data: Contract, config: IntakeConfig) -> Contract:
     """The event body with every string redacted except the ids Switchboard derived."""
     clean = redact_tree(data.model_dump(), _OUR_IDS, config.redaction_patterns)
-    return type(data).model_validate(clean)
+    try:
+        return type(data).model_validate(clean)
+    except ValidationError as exc:
+        # A mask can be longer than what it hides ("[card ****1234]" for 13 digits), past a
+        # field's limit (a customer name of 256 characters): such strings are cut to the limit.
+        return type(data).model_validate(_fitted(clean, exc))
+
+
+def _fitted(tree: Any, exc: ValidationError) -> Any:
+    for error in exc.errors():
+        if error["type"] != "string_too_long":
+            raise exc
+        *path, last = error["loc"]
+        node = tree
+        for key in path:
+            node = node[key]
+        node[last] = node[last][: error["ctx"]["max_length"]]
+    return tree

@@ -70,7 +70,7 @@ class Envelope(Contract):
         # Only the headers we read must be text: other tools may add binary headers of their own.
         text_headers = {
             k.lower(): _header_text(k, v) for k, v in headers.items()
-            if k.lower().startswith(CE_PREFIX) or k.lower() == "content-type"
+            if v is not None and (k.lower().startswith(CE_PREFIX) or k.lower() == "content-type")
         }
         if text_headers.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE):
             return cls._from_structured(body)
@@ -88,13 +88,23 @@ class Envelope(Contract):
 
     @classmethod
     def _from_structured(cls, body: bytes) -> tuple[Envelope, bytes]:
+        # Every failure of the standard JSON module is a reason, never an escaping exception:
+        # nesting deeper than the interpreter's recursion limit raises RecursionError, and an
+        # integer of more than 4,300 digits raises ValueError (CVE-2020-10735's limit).
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EnvelopeError(f"structured CloudEvent is not JSON: {exc}") from exc
+        except RecursionError:
+            raise EnvelopeError("structured CloudEvent nests too deeply") from None
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise EnvelopeError(f"structured CloudEvent is not JSON: {_brief(exc)}") from None
         if not isinstance(document, dict) or "data" not in document:
             raise EnvelopeError("structured CloudEvent has no 'data' member")
-        data = json.dumps(document.pop("data")).encode()
+        try:
+            data = json.dumps(document.pop("data")).encode()
+        except RecursionError:
+            raise EnvelopeError("structured CloudEvent's data nests too deeply") from None
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"structured CloudEvent's data: {_brief(exc)}") from None
         known = set(cls.model_fields)
         return _validated({k: v for k, v in document.items() if k in known}), data
 
@@ -105,7 +115,12 @@ def _validated(attributes: dict[str, Any]) -> Envelope:
     except ValidationError as exc:
         raise EnvelopeError(f"bad CloudEvents attributes: {_short(exc)}") from exc
     if envelope.specversion != "1.0":
-        raise EnvelopeError(f"unsupported CloudEvents specversion {envelope.specversion!r}")
+        raise EnvelopeError(f"unsupported CloudEvents specversion {envelope.specversion[:16]!r}")
+    for name in ("id", "source", "type", "subject", "datacontenttype", "schemaversion"):
+        value = getattr(envelope, name)
+        if value is not None and not _is_unicode(value):
+            # JSON allows a lone surrogate escape ("\udc80"); no encoder downstream does.
+            raise EnvelopeError(f"attribute {name!r} is not valid Unicode (lone surrogate)")
     if envelope.time.tzinfo is None:
         raise EnvelopeError("ce_time has no time zone offset")
     return envelope
@@ -116,8 +131,24 @@ def _header_text(name: str, value: Any) -> str:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EnvelopeError(f"header {name!r} is not UTF-8: {exc}") from exc
-    return str(value)
+            raise EnvelopeError(f"header {name[:64]!r} is not UTF-8: {_brief(exc)}") from None
+    text = str(value)
+    if not _is_unicode(text):
+        raise EnvelopeError(f"header {name[:64]!r} is not valid Unicode (lone surrogate)")
+    return text
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _brief(exc: Exception) -> str:
+    """The library's own explanation, which names positions, never the input's content."""
+    return str(exc)[:200]
 
 
 def _short(exc: ValidationError) -> str:

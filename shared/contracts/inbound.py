@@ -87,8 +87,8 @@ class CallIvrSelection(Contract):
 class TranscriptSegment(Contract):
     speaker: Literal["customer", "agent", "ivr"]
     text: str = Field(max_length=MAX_TEXT)
-    start_seconds: float = Field(ge=0)
-    end_seconds: float = Field(ge=0)
+    start_seconds: float = Field(ge=0, allow_inf_nan=False)
+    end_seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
 class CallTranscript(Contract):
@@ -99,13 +99,13 @@ class CallTranscript(Contract):
 class CallEnded(Contract):
     call_id: str = Field(min_length=1, max_length=256)
     ended_at: datetime
-    duration_seconds: float = Field(ge=0)
+    duration_seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
 class CallAbandoned(Contract):
     call_id: str = Field(min_length=1, max_length=256)
     abandoned_at: datetime
-    wait_seconds: float = Field(ge=0)
+    wait_seconds: float = Field(ge=0, allow_inf_nan=False)
     # Lets intake open a callback case for a caller it has not seen start the call.
     from_number: str | None = Field(default=None, max_length=64)
 
@@ -114,7 +114,7 @@ class VoicemailReceived(Contract):
     call_id: str = Field(min_length=1, max_length=256)
     from_number: str = Field(min_length=1, max_length=64)
     received_at: datetime
-    duration_seconds: float = Field(ge=0)
+    duration_seconds: float = Field(ge=0, allow_inf_nan=False)
     transcript: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
