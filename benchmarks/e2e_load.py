@@ -33,7 +33,7 @@ from shared.contracts.topics import (
 )
 
 SKILLS = ("accounts", "billing", "general", "orders", "technical")
-LANGUAGES = ["en", "es", "de", "fr", "it", "nl", "pt", "sv"]
+LANGUAGES = ["en", "es", "de", "fr"]
 CHAT_TEXTS = (
     "Hi, I was charged twice for my order last week, can you refund one of the payments?",
     "My parcel still hasn't arrived, the tracking page says it left the depot 6 days ago.",

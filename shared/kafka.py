@@ -41,7 +41,7 @@ async def raw_body(message: Any) -> bytes:
     return body
 
 
-def subscriber_options(group_id: str) -> dict[str, Any]:
+def subscriber_options(group_id: str, max_records: int = 200) -> dict[str, Any]:
     """How every subscriber consumes: its own group, from the earliest offset, manual acks.
 
     Acks are manual because the runtime acknowledges only after the decision is committed to
@@ -54,7 +54,10 @@ def subscriber_options(group_id: str) -> dict[str, Any]:
         "ack_policy": AckPolicy.MANUAL,
         "decoder": raw_body,
         # Records handled in one transaction (runtime.process_batch): one commit per batch.
-        "max_records": 200,
+        "max_records": max_records,
+        # A batch must finish within this or the consumer is dropped from its group (and the
+        # batch redelivered): records with a parse deadline (email) come in smaller batches.
+        "max_poll_interval_ms": 600_000,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
     }

@@ -63,6 +63,14 @@ class Rejected(Exception):
     """
 
 
+class _RecordFailed(Exception):
+    """The record at `index` of a batch raised `error` (the transaction is rolled back)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index, self.error = index, error
+
+
 @dataclass(frozen=True)
 class Traced:
     """A decision with the trace it was made in: its rows and records keep that trace even
@@ -123,6 +131,7 @@ class Route:
     # Inbound topics reject unknown types; on cases.events a service skips types it does not use.
     reject_unknown_types: bool = True
     max_bytes: int | None = None
+    max_records: int = 200  # per batch; fewer where one record may take seconds
 
     @functools.cached_property
     def handled(self) -> frozenset[bytes]:
@@ -174,7 +183,7 @@ class ServiceRuntime:
     # --- wiring ----------------------------------------------------------------------------
     def subscribe(self, route: Route) -> None:
         subscriber = self.broker.subscriber(
-            route.topic, batch=True, **subscriber_options(self.group_id)
+            route.topic, batch=True, **subscriber_options(self.group_id, route.max_records)
         )
 
         @subscriber
@@ -249,14 +258,28 @@ class ServiceRuntime:
         if not work:
             return
         async with self._serial():
-            try:
-                await self._transaction(work)
-            except Exception as exc:
-                self._log.warning("%s: batch of %d failed (%s); one record at a time",
-                                  self.name, len(work), safe_reason(exc))
-                for item in work:
-                    await self._run_with_retry(item)
-                return
+            while work:
+                try:
+                    await self._transaction(work)
+                    break
+                except _RecordFailed as failed:
+                    if not isinstance(failed.error, Rejected):
+                        self._log.warning(
+                            "%s: batch of %d failed (%s); one record at a time", self.name,
+                            len(work), safe_reason(failed.error))
+                        for item in work:
+                            await self._run_with_retry(item)
+                        return
+                    # one record the handler refuses costs only itself: dead-letter it, and
+                    # decide the rest again as a batch
+                    item = work.pop(failed.index)
+                    await self.dead_letter(item.record, f"{item.envelope.type}: {failed.error}")
+                except Exception as exc:
+                    self._log.warning("%s: batch of %d failed (%s); one record at a time",
+                                      self.name, len(work), safe_reason(exc))
+                    for item in work:
+                        await self._run_with_retry(item)
+                    return
         self.processed += len(work)
         self.wake_relay()
 
@@ -270,8 +293,11 @@ class ServiceRuntime:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self.hooks.begin(conn, [(w.envelope, w.payload) for w in work])
-                for item in work:
-                    await self._decide(conn, item, deferred)
+                for index, item in enumerate(work):
+                    try:
+                        await self._decide(conn, item, deferred)
+                    except Exception as exc:
+                        raise _RecordFailed(index, exc) from exc
                 if deferred:
                     await self.persist_traced(conn, deferred)
                 await self.hooks.before_commit(conn)
@@ -341,10 +367,11 @@ class ServiceRuntime:
                 self.processed += 1
                 self.wake_relay()
                 return
-            except Rejected as exc:  # the handler found the input unprocessable: no retry
-                await self.dead_letter(record, f"{envelope.type}: {exc}")
-                return
-            except Exception as exc:
+            except Exception as caught:
+                exc = caught.error if isinstance(caught, _RecordFailed) else caught
+                if isinstance(exc, Rejected):  # the handler found it unprocessable: no retry
+                    await self.dead_letter(record, f"{envelope.type}: {exc}")
+                    return
                 if is_transient(exc):
                     self._log.warning("%s: transient failure, retrying in %.1fs: %s",
                                       self.name, backoff, safe_reason(exc))

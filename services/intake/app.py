@@ -24,6 +24,7 @@ from services.intake.subjects import case_reference
 from shared.contracts import inbound as ib
 from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import INBOUND_TOPICS
+from shared.contracts.topics import INBOUND_EMAIL
 from shared.events import Decision
 from shared.redaction import compile_patterns
 from shared.runtime import Rejected, Route, ServiceRuntime
@@ -277,5 +278,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.startup.append(start_workers)
     runtime.background.append(stop_workers_on_shutdown)
     for topic, models in INBOUND_TOPICS.items():
-        runtime.subscribe(Route(topic, models, {t: handler for t in models}))
+        # An email may take up to the parse deadline: smaller batches keep a batch of them well
+        # inside the consumer's poll interval.
+        runtime.subscribe(Route(topic, models, {t: handler for t in models},
+                                max_records=50 if topic == INBOUND_EMAIL else 200))
     return runtime

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -140,6 +140,7 @@ class Floor:
         self._offers_of_case: dict[str, set[str]] = defaultdict(set)
         self._free: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self._skilled: dict[str, list[str]] = defaultdict(list)  # sorted; any presence or load
+        self._indexed: dict[str, frozenset[str]] = {}  # channels each agent is indexed free on
         self._queues: dict[tuple[str, str, str], list[tuple[tuple[float, str], str]]] = \
             defaultdict(list)
         self._arrivals: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
@@ -414,7 +415,6 @@ class Floor:
         if old is not None and old.open:
             self._offers_of_agent[old.agent_id].discard(offer_id)
             self._offers_of_case[old.case_id].discard(offer_id)
-            self._unindex_agent(old.agent_id)
             self._load(old.agent_id, old.channel, -1)
             touched.add(old.agent_id)
         if offer is None or not offer.open:
@@ -423,7 +423,6 @@ class Floor:
             self.offers[offer_id] = offer
             self._offers_of_agent[offer.agent_id].add(offer_id)
             self._offers_of_case[offer.case_id].add(offer_id)
-            self._unindex_agent(offer.agent_id)
             self._load(offer.agent_id, offer.channel, +1)
             touched.add(offer.agent_id)
             if offer.state == "offered":
@@ -464,29 +463,40 @@ class Floor:
             bisect.insort(self._skilled[s.skill], agent_id)
         self._reindex_agent(agent_id)
 
-    def _keys(self, agent: routing.Agent) -> list[tuple[str, str, str]]:
+    def _free_channels(self, agent: routing.Agent | None) -> frozenset[str]:
+        if agent is None or agent.profile.presence != "available":
+            return frozenset()
+        return frozenset(c for c in CHANNELS
+                         if agent.room_for(c, self.policy) is None)  # type: ignore[arg-type]
+
+    def _index_channels(self, agent: routing.Agent, channels: Iterable[str], add: bool) -> None:
         p = agent.profile
-        if p.presence != "available":
-            return []
-        return [(s.skill, lang, channel) for channel in CHANNELS
-                if agent.room_for(channel, self.policy) is None  # type: ignore[arg-type]
-                for s in p.skills for lang in p.languages]
+        for channel in channels:
+            for s in p.skills:
+                for lang in p.languages:
+                    entry = self._free[(s.skill, lang, channel)]
+                    if add:
+                        entry.add(p.agent_id)
+                    else:
+                        entry.discard(p.agent_id)
 
     def _unindex_agent(self, agent_id: str) -> None:
+        """Out of the free index entirely (before its profile changes)."""
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            self._index_channels(agent, self._indexed.pop(agent_id, frozenset()), add=False)
+
+    def _reindex_agent(self, agent_id: str) -> None:
+        """Only the channels whose room changed move in or out of the free index."""
         agent = self.agents.get(agent_id)
         if agent is None:
             return
-        for channel in CHANNELS:
-            for s in agent.profile.skills:
-                for lang in agent.profile.languages:
-                    self._free[(s.skill, lang, channel)].discard(agent_id)
-
-    def _reindex_agent(self, agent_id: str) -> None:
-        self._unindex_agent(agent_id)
-        agent = self.agents.get(agent_id)
-        if agent is not None:
-            for key in self._keys(agent):
-                self._free[key].add(agent_id)
+        before = self._indexed.get(agent_id, frozenset())
+        now = self._free_channels(agent)
+        if now != before:
+            self._index_channels(agent, before - now, add=False)
+            self._index_channels(agent, now - before, add=True)
+            self._indexed[agent_id] = now
 
     def evict(self) -> None:
         """Forget the oldest solved cases beyond the cache (outside any journal): the database
