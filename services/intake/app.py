@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from services.intake import core
+from services.intake import core, suppression
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.subjects import case_reference
@@ -47,8 +47,15 @@ class IntakeHandler:
             raise Rejected(str(exc)) from exc
         if contact is None:
             return Decision()
+        released = await suppression.released(conn, contact.dedup_key) if contact.automated \
+            else None
+        if released is not None:  # an operator said this "automated" mail is a person's
+            contact = suppression.as_person(contact, released)
         thread = await self._thread(conn, contact)
         decision, case_id = core.decide(contact, thread, envelope.id, now, self.config)
+        if case_id is None and contact.automated and not thread.duplicate:
+            # No case to record it on: set aside with its reason, never dropped in silence.
+            await suppression.store(conn, suppression.record(contact, envelope.id, self.config))
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, now)
         return decision

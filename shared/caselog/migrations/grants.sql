@@ -14,6 +14,7 @@ GRANT SELECT, INSERT ON router_contact TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_case TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_chat_session TO {app_role};
 GRANT SELECT ON intake_customer TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON intake_suppressed TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON sla_case TO {app_role};
 GRANT SELECT, INSERT ON sla_input TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON escalation TO {app_role};
