@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 _HEADER_LINE = 400  # a longer line is text, never a header: bounds every pattern's work
 _JOINED = 500
-_SCAN_LINES = 5000  # quote headers are looked for in the first lines only: bounded work
+_SCAN_LINES = 2000  # quote headers are looked for in the first lines only: bounded work
 
 _WROTE = (
     r"wrote|writes|schrieb|a écrit|a ecrit|escribió|escribio|ha scritto|scrisse|schreef"
-    r"|het geschreven|escreveu|skrev|skrifaði|kirjoitti|napisał|napisała|napisal|napsal\(a\)"
+    r"|het volgende geschreven|het geschreven|geschreven|escreveu|skrev|skrifaði|kirjoitti"
+    r"|napisał|napisała|napisal|napsal\(a\)"
     r"|napsala|napsal|napísal|napisao|написал\(а\)|написала|написал|написав|написала|пише"
     r"|написа|pisze|şunu yazdı|yazdı|έγραψε|ezt írta|írta|a scris|rašė|rakstīja|kirjutas"
     r"|kirjoitti|写道|寫道|作成|wrote on")
@@ -51,12 +52,12 @@ _OPENER = re.compile(
     r"|mo|di|mi|do|fr|sa|so|lun|mar|mer|jeu|ven|sam|dim|ma|ti|on|to|fr|lø|sø|пн|вт|ср|чт|пт"
     r"|сб|вс|pe|la|su|ke)\w{0,8}[.,]?\s)", re.I)
 _HAS_DATE = re.compile(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
-_ENDS_WROTE = re.compile(rf"(?:{_WROTE})[\s:：]*(?:-{{2,}}[\s]*)?$", re.I)
+_ENDS_WROTE = re.compile(rf"(?:{_WROTE}|sent(?=\s*:))[\s:：]*(?:-{{2,}}[\s]*)?$", re.I)
 _ENDS_ADDRESS = re.compile(r"[^\s<>()\"]+@[^\s<>()\"]+[>)\]\"]*[\s:：]*$|[>)]\s*[:：]\s*$")
 _ENDS_COLON = re.compile(r"[:：]\s*$")
 _ORIGINAL = re.compile(
     r"^[\s*_]{0,6}-{2,}[\s*]{0,3}(?:original message|original e-?mail|ursprüngliche nachricht"
-    r"|ursprüngliche e-mail|message d'origine|message original|mensaje original"
+    r"|ursprüngliche e-mail|antwort nachricht|message d'origine|message original|mensaje original"
     r"|messaggio originale|oorspronkelijk bericht|origineel bericht|oprindelig besked"
     r"|oprindelig meddelelse|opprinnelig melding|ursprungligt meddelande"
     r"|alkuperäinen viesti|wiadomość oryginalna|oryginalna wiadomość|původní zpráva"
@@ -119,6 +120,11 @@ _VALEDICTION = re.compile(
     r"|с уважением|saygılarımla)[\s,.!]{0,3}$", re.I)
 
 
+# "reply text On <date>, <name> wrote:" on one line: the header is split off first.
+_SHARED_START = re.compile(r"(?<=\S)[\s-]{1,6}(?=(?:On|Am|Le|El|Op|Il) \S)")
+_LINK_LINE = re.compile(r"^\s{0,8}[(<]?(?:https?|mailto):[^\s]{1,400}[)>]?\s{0,3}>?\s{0,3}$")
+
+
 @dataclass(frozen=True)
 class ReplyParts:
     visible: str
@@ -128,7 +134,7 @@ class ReplyParts:
 
 
 def split_reply(text: str) -> ReplyParts:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _split_shared(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     forwarded = _forward_start(lines)
     # A forwarded message is the customer's contact: only a quote header above it ends the text.
     cut = _quote_header(lines[:forwarded]) if forwarded is not None else _quote_header(lines)
@@ -147,6 +153,26 @@ def split_reply(text: str) -> ReplyParts:
     visible = "\n".join(body).strip() or text.strip()
     return ReplyParts(visible, "\n".join(history).strip(), "\n".join(signature).strip(),
                       forwarded is not None and forwarded < cut)
+
+
+def _split_shared(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines[:_SCAN_LINES]:
+        if _short(line) and (" On " in line or "-On " in line) and _ends_wrote(line):
+            for m in list(_SHARED_START.finditer(line))[:3]:
+                header = line[m.end():]
+                if re.search(r"\w", line[: m.start()]) and _HAS_DATE.search(header):
+                    out += [line[: m.start()], header]
+                    break
+            else:
+                out.append(line)
+        else:
+            out.append(line)
+    return out + lines[_SCAN_LINES:]
+
+
+def _ends_wrote(text: str) -> bool:
+    return bool(_ENDS_WROTE.search(text[-60:]))
 
 
 def _quoted(line: str) -> bool:
@@ -173,7 +199,7 @@ def _answers_below_quote(rest: list[str]) -> list[str]:
         return []
     after = rest[first_quoted:]
     end = _quote_header(after)  # a further header (skipping ">" lines) ends the answers
-    answers = [line for line in after[:end] if not _quoted(line)]
+    answers = [line for line in after[:end] if not _quoted(line) and not _LINK_LINE.match(line)]
     sign_off = next((i for i, line in enumerate(answers)
                      if _short(line) and _SIGN_OFF.match(line)), None)
     if sign_off is not None:
@@ -195,7 +221,7 @@ def _quote_header(lines: list[str]) -> int:
             return index
         if _FROM.match(line) and _meta_follows(lines, index):
             return _above_rule(lines, index)
-        if _META.match(line) and _header_block(lines, index):
+        if _META.match(line) and (_header_block(lines, index) or _date_block(lines, index)):
             return _above_rule(lines, index)
     return len(lines)
 
@@ -232,7 +258,7 @@ def _is_on_wrote(lines: list[str], index: int) -> bool:
     if not (_OPENER.match(first) or _HAS_DATE.search(first) or "@" in first):
         return False  # a wrapped header's first line already looks like one
     for chunk in _chunks(lines, index):
-        wrote = _ENDS_WROTE.search(chunk) or (
+        wrote = _ends_wrote(chunk) or (
             _WROTE_RE.search(chunk) and _ENDS_ADDRESS.search(chunk)
             and _ENDS_COLON.search(chunk))
         if not wrote:
@@ -242,13 +268,19 @@ def _is_on_wrote(lines: list[str], index: int) -> bool:
 
 
 def _is_date_address(lines: list[str], index: int) -> bool:
-    """A "<date> <name> <address>:" header (Gmail in some locales, mail.ru, Crisp …)."""
+    """A "<date> <name> <address>:" header (Gmail in some locales, mail.ru, Crisp …); without
+    the colon when quoted lines follow."""
     if not _HAS_DATE.search(lines[index]):
         return False
-    for chunk in _chunks(lines, index):
+    for span, chunk in enumerate(_chunks(lines, index), 1):
         if len(chunk) <= 300 and _HAS_DATE.search(chunk) and "@" in chunk \
-                and _ENDS_ADDRESS.search(chunk) and _ENDS_COLON.search(chunk):
-            return True
+                and _ENDS_ADDRESS.search(chunk):
+            if _ENDS_COLON.search(chunk):
+                return True
+            following = next((line for line in lines[index + span : index + span + 3]
+                              if line.strip()), "")
+            if _quoted(following):
+                return True
     return False
 
 
@@ -265,6 +297,13 @@ def _header_block(lines: list[str], index: int) -> bool:
     block = [line for line in lines[index : index + 7] if line.strip() and _short(line)][:6]
     fields = [line for line in block if _FROM.match(line) or _META.match(line)]
     return len(fields) >= 3 and any(_FROM.match(line) for line in fields)
+
+
+def _date_block(lines: list[str], index: int) -> bool:
+    """"Date: <a date>" followed by "To:" or "Subject:": a header block without its From."""
+    following = next((line for line in lines[index + 1 : index + 3] if line.strip()), "")
+    return bool(_SENT_OR_DATE.match(lines[index]) and _HAS_DATE.search(lines[index])
+                and _short(following) and _META.match(following))
 
 
 def _signature_start(lines: list[str]) -> int:
