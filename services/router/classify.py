@@ -43,6 +43,11 @@ _ANGER = re.compile(
     r"f+u+c+k\w*|\bf[*#@!]+\w*|\bsh[i*]t\w*|\bcrap\w*|\bwtf\b|\bbullsh\w*|\bscam\w*"
     r"|\brip(?:-| )?off\b|\bdamn\w*|\bpathetic\b|\buseless\b|\bridiculous\b|\bdisgust\w*"
     r"|\bfed up\b|\bsick (?:and tired )?of\b|\bworst\b|\bjoke\b|\bunacceptable\b"
+    r"|\bdisgrace\w*|\bshambles\b|\btrash\b|\bgarbage\b|\brubbish\b|\bappalling\b"
+    r"|\boutrageous\b|\bincompetent\b|\bdone with (?:you|your)\b|\bnever again\b"
+    r"|\bstinksauer\b|\bdas allerletzte\b|\bunterirdisch\b|\bsaftladen\b|\bzumutung\b"
+    r"|\bhasta las narices\b|\bmal[íi]sim[oa]\b|\bporquer[íi]a\b|\bvaya servicio\b"
+    r"|\bun desastre\b|\bharta?s? de\b|\bverg[üu]enza\b"
     r"|\bscheiß\w*|\bschei(?:ss|ß)e\b|\bverdammt\w*|\bmist\b|\bfrechheit\b|\bunversch[äa]mt\w*"
     r"|\bkatastroph\w*|\bl[äa]cherlich\w*|\babzocke\w*|\bbetr[üu]g\w*|\bsauer\b|\bw[üu]tend\b"
     r"|\binakzeptabel\b|\bnie wieder\b|\bzum kotzen\b|\bunf[äa]hig\w*|\bnervt?\b"
@@ -50,7 +55,7 @@ _ANGER = re.compile(
     r"|\bhart[oa]s?\b|\bp[ée]sim[oa]\b|\bfatal\b|\brid[íi]cul[oa]\b|\bindignad[oa]\b"
     r"|\bcabread[oa]\b|\bbasura\b|\btimo\b|\bnunca m[áa]s\b|\bincompetentes?\b"
     r"|[\U0001F620\U0001F621\U0001F624\U0001F92C\U0001F4A2\U0001F44E\U0001F595\U0001F612"
-    r"\U0001F644\U0001F4A9]", re.I)
+    r"\U0001F644\U0001F4A9\U0001F643]", re.I)
 # Sarcasm: praise next to a broken or late service ("Love the new update!!!! It keeps freezing").
 _PRAISE = re.compile(
     r"\b(?:love|great|awesome|fantastic|brilliant|wonderful|perfect|amazing|thanks a lot"
@@ -59,7 +64,7 @@ _PRAISE = re.compile(
 _TROUBLE = re.compile(
     r"\b(?:freez\w*|crash\w*|broken|won'?t|doesn'?t|didn'?t|not working|stopped|never"
     r"|drains?|dead|waiting|still no|nothing works|lost|charged me twice|again"
-    r"|funktioniert nicht|kaputt|abgestürzt|wieder|funciona|roto|otra vez|nunca)\b"
+    r"|funktioniert nichts?|geht nichts?|kaputt|abgestürzt|wieder|funciona|roto|otra vez|nunca)\b"
     , re.I)
 _SARCASM = re.compile(r"\b(?:thanks for nothing|yeah right|oh great|just great|danke für nichts"
                       r"|gracias por nada)\b", re.I)
