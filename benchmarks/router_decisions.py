@@ -238,6 +238,10 @@ def latency_rows(n: int = 2000, seed: int = 0) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for name, clf in (("shipped default model", StatisticalClassifier.load("default", taxonomy)),
                       ("keyword rules", RulesClassifier(taxonomy))):
+        for text in texts[:50]:  # warm up: the language model and the classifier load once
+            classify(ContactReceived(case_id="w", contact_id="w", channel="chat",
+                                     source_type="chat.message", customer=CustomerIdentity(),
+                                     text=text, received_at=NOW), clf, taxonomy, policy, [], NOW)
         samples = []
         for i, text in enumerate(texts):
             contact = ContactReceived(case_id=f"c{i}", contact_id=f"k{i}", channel="chat",

@@ -36,7 +36,10 @@ from services.router.policy import Taxonomy
 FORMAT = "switchboard-intent-model/2"
 OUT_OF_SCOPE = "out_of_scope"
 DEFAULT_MODEL = "default"
-MAX_CHARS = 2000  # the classifier reads the start of a contact: enough for intent, bounded cost
+MAX_CHARS = 2000  # training reads the start of each example
+# Scoring reads the start of a contact (subject and first lines): what it is about, at a cost
+# that does not grow with a long history or a pasted log.
+SCORE_CHARS = 500
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 _SPACES = re.compile(r"\s\s+")  # scikit-learn's char_wb white-space normalisation
 WORD_NGRAMS = (1, 2)
@@ -304,7 +307,7 @@ class StatisticalClassifier:
                                        for label in self.labels}
         self.fallback_skill = taxonomy.fallback_skill
         self.temperature = float(meta.get("temperature", 1.0))
-        self.max_chars = int(meta.get("max_chars", MAX_CHARS))
+        self.max_chars = min(int(meta.get("max_chars", MAX_CHARS)), SCORE_CHARS)
         self.oos = self.labels.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.labels else None
         self.word_terms = bytes(arrays["word_vocab"]).decode().split("\n")
         self.char_terms = bytes(arrays["char_vocab"]).decode().split("\n")
