@@ -24,11 +24,11 @@ from shared.contracts.inbound import CustomerIdentity
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 # Bounds that keep classification's cost independent of the contact's length: VADER is
 # quadratic in its input and a language identifier needs no more than a paragraph.
-LANGUAGE_CHARS = 1000
+LANGUAGE_CHARS = 600
 SENTIMENT_CHARS = 1000
 SENTIMENT_SENTENCES = 10
 SENTENCE_CHARS = 250
-TEXT_CHARS = 4000  # intent, urgency, supervisor and authority read the start of a long contact
+TEXT_CHARS = 2000  # intent, urgency, supervisor and authority read the start of a long contact
 # Markers VADER does not weigh: the customer says they have tried before or shouts.
 _REPEAT_MARKERS = re.compile(
     r"\b(?:again|still|(?:second|third|fourth|fifth|\d+(?:st|nd|rd|th)) time|already "

@@ -114,7 +114,7 @@ def default() -> model.StatisticalClassifier:
 @pytest.mark.parametrize(("text", "intent", "skill"), [
     ("I was charged twice for the same order", "payment_issue", "billing"),
     ("Where is the tracking number for the card you sent me?", "card_order", "orders"),
-    ("I had to pay in order to do a transfer", "transfer_problem", "billing"),
+    ("I had to pay in order to do a transfer", "fees_and_charges", "billing"),  # a fee
     ("My parcel never arrived", "track_order", "orders"),
     ("The app crashes every time I log in", "app_problem", "technical"),
     ("Someone used my card, I don't recognise these payments", "unrecognised_transaction",
