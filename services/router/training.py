@@ -8,7 +8,7 @@
 - CLINC150 `train` + `oos_train` (CC-BY-3.0): 11 customer-service intents mapped; 6 assistant
   domains and `oos_train` as the reject class `out_of_scope`;
 - `switchboard-examples.csv`, written for this project (Apache-2.0): German and Spanish for every
-  intent, app problems, reject examples.
+  intent (10 each), English ones for gaps (app problems, "parcel"), reject examples.
 
 `switchboard classifier build-default` fits the model on all of it and writes the file shipped in
 the package; `cross_validate` measures the same recipe on folds of the same data.
