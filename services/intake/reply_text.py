@@ -238,7 +238,8 @@ def _above_rule(lines: list[str], index: int) -> int:
 
 def _chunks(lines: list[str], index: int) -> list[str]:
     """The line, then it joined with one and two following lines (headers wrap)."""
-    out, parts = [], []
+    out: list[str] = []
+    parts: list[str] = []
     for line in lines[index : index + 3]:
         if not _short(line) or (parts and (not line.strip() or _quoted(line))):
             break
