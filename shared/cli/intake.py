@@ -46,7 +46,7 @@ def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
 def parse_file(path: Path, config: Any, max_event_bytes: int, mailbox: str) -> dict[str, Any]:
     """What intake makes of one raw email, as the JSON object `intake parse --json` prints."""
     from services.intake import core, suppression
-    from services.router.classify import detect_language
+    from services.router.classify import detect_language, identify_language
     from services.router.policy import load_policy
     from shared.contracts.case_events import ContactActivityRecorded, ContactReceived
     from shared.contracts.inbound import EmailReceived
@@ -84,6 +84,7 @@ def parse_file(path: Path, config: Any, max_event_bytes: int, mailbox: str) -> d
         "visible_text": contact.text, "automated": contact.automated,
         "automated_reason": contact.details.get("automated_reason"),
         "language": language, "language_confidence": confidence,
+        "language_detected": identify_language(contact.text)[0] if contact.text else None,
         "stored_as": where, "stored_text": stored, "stored_full_text": stored_full,
         "attachments": [a.filename or a.content_type for a in contact.attachments],
         "defects": contact.details.get("defects", "").split(",") if contact.details.get(
