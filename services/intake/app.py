@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from services.intake import core
+from services.intake import core, suppression
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
@@ -72,8 +72,15 @@ class IntakeHandler:
         contact = await self.understand(envelope, payload, now)
         if contact is None:
             return Decision()
+        released = await suppression.released(conn, contact.dedup_key) if contact.automated \
+            else None
+        if released is not None:  # an operator said this "automated" mail is a person's
+            contact = suppression.as_person(contact, released)
         thread = await self._thread(conn, contact)
         decision, case_id = await self.decide(contact, thread, envelope, now)
+        if case_id is None and contact.automated and not thread.duplicate:
+            # No case to record it on: set aside with its reason, never dropped in silence.
+            await suppression.store(conn, suppression.record(contact, envelope.id, self.config))
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, now)
         return decision

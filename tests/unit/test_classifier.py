@@ -182,3 +182,70 @@ def test_an_invalid_taxonomy_names_the_field(tmp_path: Path, change: Any, field:
     with pytest.raises(pol.PolicyError) as err:
         pol.load_taxonomy(_write(tmp_path, "taxonomy.json", data))
     assert field in str(err.value)
+
+
+# --- frustration, language and bounded cost ----------------------------------------------------
+FRUSTRATION = Path(__file__).resolve().parents[1] / "fixtures" / "router" / "frustration"
+
+
+def test_frustration_on_the_labelled_set(capsys: pytest.CaptureFixture[str]) -> None:
+    """Profanity, angry emoji, sarcasm, shouting, German and Spanish anger; calm requests with
+    praise are not frustrated (tests/fixtures/router/frustration, written for Switchboard)."""
+    import csv
+
+    with (FRUSTRATION / "frustration.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    found = {r["text"]: run(r["text"]).frustrated for r in rows}
+    angry = [r for r in rows if r["frustrated"] == "1"]
+    calm = [r for r in rows if r["frustrated"] == "0"]
+    recall = sum(found[r["text"]] for r in angry) / len(angry)
+    false_alarms = sum(found[r["text"]] for r in calm) / len(calm)
+    with capsys.disabled():
+        print(f"\n[frustration] {len(angry)} angry: {recall:.0%} flagged; {len(calm)} calm: "
+              f"{false_alarms:.0%} flagged")
+    assert recall >= 0.9 and false_alarms <= 0.05
+    for lang in ("de", "es"):
+        assert all(found[r["text"]] for r in angry if r["language"] == lang)
+
+
+@pytest.mark.parametrize("text", [
+    "Your service is absolutely useless. I want my money back now.",
+    "I used my fucking phone for 2 minutes and it drains it down 8 fucking percent",
+    "Love the new update!!!! Now my phone freezes every five minutes.",
+    "Where is my refund?? 😡",
+    "Das ist eine Frechheit! Ich warte seit drei Wochen.",
+    "¡Es una vergüenza! Llevo un mes esperando.",
+])
+def test_anger_vader_misses_is_frustration(text: str) -> None:
+    c = run(text)
+    assert c.frustrated and any(e.startswith("frustrated:") for e in c.evidence)
+
+
+def test_vader_scores_english_only() -> None:
+    # "die" is a negative word to VADER: a polite German thank-you must not read as anger
+    c = run("Vielen Dank für die schnelle Hilfe mit meiner Bestellung!")
+    assert c.sentiment == 0 and not c.frustrated
+    assert any("not scored for 'de'" in e for e in c.evidence)
+
+
+def test_sentiment_and_language_read_a_bounded_part_of_a_long_contact() -> None:
+    from services.router import classify as cl
+
+    long_chat = "Still nothing!!! Where is my parcel? " * 3000  # 108,000 characters
+    sentences = cl._sentences(long_chat)
+    assert len(sentences) <= cl.SENTIMENT_SENTENCES
+    assert all(len(s) <= cl.SENTENCE_CHARS for s in sentences)
+    assert sum(map(len, sentences)) <= cl.SENTIMENT_CHARS
+    c = run(long_chat)
+    assert c.frustrated and c.language == "en"
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("Mein Paket ist seit zwei Wochen nicht angekommen, bitte helfen Sie mir", "de"),
+    ("Mi pedido no ha llegado todavía, ¿pueden ayudarme?", "es"),
+    ("Je voudrais être remboursé pour ma commande", "fr"),
+    ("Where is my parcel? It has been two weeks.", "en"),
+    ("Mijn bestelling is nog steeds niet aangekomen", "en"),  # nl is not supported: default
+])
+def test_language_identification_is_deterministic(text: str, language: str) -> None:
+    assert {run(text).language for _ in range(3)} == {language}

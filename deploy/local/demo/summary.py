@@ -76,6 +76,7 @@ class Snapshot:
     cases: dict[str, Counter[str]] = field(default_factory=dict)  # type → channel → cases
     waiting: Counter[str] = field(default_factory=Counter)
     log_rows: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)  # reason → automated mails set aside
     verified: str = "not checked"
     verified_ok: bool = False
     notifications: int = 0
@@ -178,6 +179,11 @@ class Collector:
         for row in await conn.fetch(_WAITING, self.run_started_at):
             snap.waiting[row["channel"]] = row["waiting"]
         snap.log_rows = await conn.fetchval("SELECT count(*) FROM case_log")
+        for row in await conn.fetch(
+                "SELECT split_part(split_part(reason, ':', 1), ' (', 1) AS kind, count(*) AS n"
+                " FROM intake_suppressed WHERE recorded_at >= $1 GROUP BY 1",
+                self.run_started_at):
+            snap.suppressed[row["kind"]] = row["n"]
 
     async def _checks(self, conn: asyncpg.Connection, snap: Snapshot) -> None:
         """The deliberate faults of the feed, checked against what the services recorded."""
@@ -273,7 +279,8 @@ def compact_line(s: Snapshot) -> str:
         f" {s.n_cases('case.assigned')} assigned | sla {s.n_events('sla.started')} started"
         f" {s.n_events('sla.met')} met {s.n_events('sla.breached')} breached"
         f" | escalated {s.n_events('case.escalated')} (notified {s.notifications})"
-        f" | dlq {sum(s.dead_letters.values())} | log {s.log_rows} rows"
+        f" | suppressed {sum(s.suppressed.values())} | dlq {sum(s.dead_letters.values())}"
+        f" | log {s.log_rows} rows"
         f" {'ok' if s.verified_ok else 'BROKEN'} | {s.kafka_rate:.1f} ev/s"
     )
 
@@ -317,6 +324,9 @@ def full_report(s: Snapshot, title: str, final: bool = False) -> str:
         f"Escalations    {s.n_events('case.escalated')} escalated,"
         f" {s.n_events('escalation.notified')} notified; {s.notifications} on"
         f" {SUPERVISOR_NOTIFICATIONS}",
+        f"Suppressed     {sum(s.suppressed.values())} automated mails set aside, no case"
+        + (f" ({', '.join(f'{k} {v}' for k, v in s.suppressed.most_common(4))})"
+           if s.suppressed else "") + "; `switchboard intake suppressed list`",
         f"Dead letters   {sum(s.dead_letters.values())} ({f.malformed} sent malformed on purpose)"
         + (f" - latest {s.latest_dead_letter}" if s.latest_dead_letter else ""),
     ]

@@ -20,6 +20,7 @@ GRANT SELECT, UPDATE ON router_leader TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_case TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_chat_session TO {app_role};
 GRANT SELECT ON intake_customer TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON intake_suppressed TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON sla_case TO {app_role};
 GRANT SELECT, INSERT ON sla_input TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON escalation TO {app_role};
