@@ -181,13 +181,14 @@ class Bench:
         self._n += 1
         run = f"{int(time.time())}-{self._n}"
         cpu0, t0 = self.meter.sample(), time.monotonic()
+        started = datetime.now(UTC)
         first, last = await self.publisher.contacts(run, mix(contacts, self._n), rate)
         since = datetime.fromtimestamp(first, UTC)
         until = datetime.fromtimestamp(last, UTC)
         done, progress_at = -1, time.monotonic()
         while True:
             async with self.pool.acquire() as conn:
-                now_done = await decided_count(conn, since, until)
+                now_done = await decided_count(conn, started)
             if now_done >= contacts:
                 break
             if now_done != done:
@@ -195,7 +196,7 @@ class Bench:
             elif time.monotonic() - progress_at > STALL_SECONDS:
                 say(f"  {name}: stalled at {now_done}/{contacts} decided")
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
         wall = time.monotonic() - t0
         cpu = self.meter.cores(cpu0, self.meter.sample(), wall)
         await asyncio.sleep(1.0)  # offers made by the last decisions reach the log
@@ -354,5 +355,10 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.to_thread(local.down, state_dir)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too stops the services and the infrastructure it started
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     asyncio.run(main(parse_args()))

@@ -102,13 +102,14 @@ async def phase_result(conn: asyncpg.Connection, first: datetime, last: datetime
         offer_latencies_ms=offers, opened_latencies_ms=opened, log_rows=log_rows)
 
 
-async def decided_count(conn: asyncpg.Connection, first: datetime, last: datetime) -> int:
-    """How many of the phase's cases have their routing decision yet."""
+async def decided_count(conn: asyncpg.Connection, since: datetime) -> int:
+    """How many cases opened since `since` (this phase: the last one drained before it
+    started) have their routing decision yet. No JSON is read: polled while the system runs,
+    it must cost the database little."""
     value: int = await conn.fetchval(
-        "SELECT count(DISTINCT o.case_id) FROM case_log o JOIN case_log d"
-        " ON d.case_id = o.case_id AND d.type = 'routing.decided'"
-        " WHERE o.type = 'case.opened'"
-        " AND (o.payload->>'opened_at')::timestamptz BETWEEN $1 AND $2", first, last)
+        "SELECT count(*) FROM case_log o WHERE o.type = 'case.opened' AND o.recorded_at >= $1"
+        " AND EXISTS (SELECT 1 FROM case_log d WHERE d.case_id = o.case_id"
+        " AND d.type = 'routing.decided')", since)
     return value
 
 

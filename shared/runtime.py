@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -170,6 +171,8 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._log = RateLimitedLog(log, every_seconds=10.0)
         self.ready = False  # connected to both and consuming
+        self.instance_id = self.settings.service_instance_id or \
+            f"{socket.gethostname()}-{self.name}"
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -183,7 +186,10 @@ class ServiceRuntime:
     # --- wiring ----------------------------------------------------------------------------
     def subscribe(self, route: Route) -> None:
         subscriber = self.broker.subscriber(
-            route.topic, batch=True, **subscriber_options(self.group_id, route.max_records)
+            route.topic, batch=True, **subscriber_options(self.group_id, route.max_records),
+            # static membership: a restarted instance gets its partitions back at once instead
+            # of after the session timeout (each topic's consumer is a member of its own)
+            group_instance_id=f"{self.instance_id}:{route.topic}" if self.instance_id else None,
         )
 
         @subscriber

@@ -54,8 +54,14 @@ class Settings(BaseSettings):
     otel_exporter: Literal["console", "otlp", "none"] = "none"
     otel_service_name: str = "switchboard"
 
-    # Kafka topic partitions when `switchboard topics create` provisions them.
-    topic_partitions: int = 3
+    # Kafka topic partitions when `switchboard topics create` provisions them: the most
+    # instances of a service that can share a topic's work.
+    topic_partitions: int = 6
+    # This process's name in its consumer group (static membership, KIP-345: a restarted
+    # instance takes its partitions back at once). Unique per running process of a service:
+    # a StatefulSet's pod name; default `<hostname>-<service>`, so two processes of one service
+    # on one host must each set it. The router uses one fixed name: only its leader consumes.
+    service_instance_id: str = ""
     # Largest inbound event accepted (bytes); larger ones are dead-lettered.
     max_inbound_event_bytes: int = 5_000_000
 
@@ -89,11 +95,12 @@ class Settings(BaseSettings):
     # An HTTP proxy for webhooks (http://host:port, HTTP CONNECT). The *_proxy environment
     # variables are ignored; empty: direct connections.
     escalation_webhook_proxy: str = ""
-    # Router: policy files (default: the packaged ones) and a trained intent model (default:
-    # none, the rules classifier); see docs/router.md.
+    # Router: policy files (default: the packaged ones) and the intent model: `default` (the
+    # model shipped in the package), a trained model file, or `rules` (the taxonomy's
+    # keywords); see docs/router.md.
     router_policy_path: str | None = None
     router_taxonomy_path: str | None = None
-    router_model_path: str | None = None
+    router_model_path: str | None = "default"
     # Speeds up the services' clock in the demo (1.0 = real time).
     clock_speed: float = 1.0
 

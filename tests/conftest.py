@@ -50,7 +50,7 @@ async def reset_floor(endpoints: Endpoints) -> None:
     try:
         tables = [r["tablename"] for r in await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename LIKE 'router\\_%'")]
+            " AND tablename LIKE 'router\\_%' AND tablename <> 'router_leader'")]
         if tables:
             await conn.execute(f"TRUNCATE {', '.join(tables)}")
     finally:

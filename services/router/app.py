@@ -140,8 +140,9 @@ class RouterApp(BatchHooks):
             log.info("router: another router leads; standing by")
             await self._leader.execute("SELECT pg_advisory_lock($1)", LEADER_LOCK)
         self.epoch = await self._leader.fetchval(
-            "UPDATE router_leader SET epoch = epoch + 1, holder = $1, since = now()"
-            " WHERE id = 1 RETURNING epoch", holder)
+            "INSERT INTO router_leader (id, epoch, holder, since) VALUES (1, 1, $1, now())"
+            " ON CONFLICT (id) DO UPDATE SET epoch = router_leader.epoch + 1,"
+            " holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING epoch", holder)
         log.info("router: leading (epoch %s)", self.epoch)
         await load_seed_roster(runtime)
         async with runtime.pool.acquire() as conn:
@@ -212,6 +213,9 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
                               _path(s.router_model_path))
     app = RouterApp(runtime, config)
     runtime.hooks = app
+    # Only the leader consumes, and a successor replaces it: one member name for any of them,
+    # so the new leader gets the partitions at once instead of after the session timeout.
+    runtime.instance_id = "router-leader"
     runtime.defer_appends = True  # the router's core never reads the case log
     h = app.handler
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, {

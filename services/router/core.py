@@ -30,10 +30,11 @@ class RouterConfig:
 def load_config(policy_path: Path | None = None, taxonomy_path: Path | None = None,
                 model_path: Path | None = None) -> RouterConfig:
     """Policies validated at start (a bad file stops the router with the field named); the
-    rules classifier unless a trained model file is given."""
+    intent model: `default` (the one shipped in the package), a trained model file, or `rules`
+    (the taxonomy's keywords; also when no model is named)."""
     policy, taxonomy = load_policy(policy_path), load_taxonomy(taxonomy_path)
     classifier: IntentClassifier = RulesClassifier(taxonomy)
-    if model_path is not None:
+    if model_path is not None and str(model_path) != "rules":
         from services.router.model import StatisticalClassifier
         classifier = StatisticalClassifier.load(model_path, taxonomy)
     return RouterConfig(policy, taxonomy, classifier)

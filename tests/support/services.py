@@ -32,13 +32,20 @@ class ServiceProcesses:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._since: dict[str, int] = {}
 
-    def start(self, name: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # owned by the process
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+    def start(self, name: str, instance: int = 1) -> str:
+        """Start one instance of a service; its label (`intake`, `intake#2`, ...)."""
+        label = name if instance == 1 else f"{name}#{instance}"
+        log = open(self.log_dir / f"{label}.log", "ab")  # owned by the process
+        self._since[label] = log.tell()  # what this process writes starts here
+        # one group member name per process (static membership): distinct instances
+        env = {**self.env, "SERVICE_INSTANCE_ID": f"test-{name}-{instance}"}
+        self.procs[label] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        return label
 
     def start_all(self) -> None:
         for name in SERVICES:
@@ -62,6 +69,11 @@ class ServiceProcesses:
 
     def alive(self) -> dict[str, bool]:
         return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def log_bytes(self, label: str) -> bytes:
+        """What the latest process of that label has logged."""
+        path = self.log_dir / f"{label}.log"
+        return path.read_bytes()[self._since.get(label, 0):] if path.exists() else b""
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"

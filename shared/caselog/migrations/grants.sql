@@ -16,7 +16,7 @@ GRANT SELECT, INSERT, UPDATE ON router_agent TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON router_offer TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON router_case TO {app_role};
 GRANT SELECT, INSERT ON router_contact TO {app_role};
-GRANT SELECT, UPDATE ON router_leader TO {app_role};
+GRANT SELECT, INSERT, UPDATE ON router_leader TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_case TO {app_role};
 GRANT SELECT, INSERT, UPDATE ON intake_chat_session TO {app_role};
 GRANT SELECT ON intake_customer TO {app_role};
