@@ -55,6 +55,9 @@ def subscriber_options(group_id: str, max_records: int = 200) -> dict[str, Any]:
         "decoder": raw_body,
         # Records handled in one transaction (runtime.process_batch): one commit per batch.
         "max_records": max_records,
+        # How long a poll waits for records; FastStream then sleeps as long again after an
+        # empty one, so a record arriving meanwhile waits up to twice this: keep it short.
+        "batch_timeout_ms": 20,
         # A batch must finish within this or the consumer is dropped from its group (and the
         # batch redelivered): records with a parse deadline (email) come in smaller batches.
         "max_poll_interval_ms": 600_000,
