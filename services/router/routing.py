@@ -11,6 +11,7 @@ gets an *offer* that expires.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -64,8 +65,16 @@ class Agent:
     def agent_id(self) -> str:
         return self.profile.agent_id
 
+    @functools.cached_property
+    def levels(self) -> dict[str, int]:
+        """Proficiency by skill (the profile's list, as a lookup: computed once per agent)."""
+        found: dict[str, int] = {}
+        for s in self.profile.skills:
+            found[s.skill] = max(found.get(s.skill, 0), s.proficiency)
+        return found
+
     def proficiency(self, skill: str) -> int:
-        return max((s.proficiency for s in self.profile.skills if s.skill == skill), default=0)
+        return self.levels.get(skill, 0)
 
     def used_units(self, policy: RoutingPolicy) -> int:
         weights = policy.capacity.weights

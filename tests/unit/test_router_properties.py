@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from services.router import decide, routing
 from services.router.classify import IntentGuess
 from services.router.core import RouterConfig
-from services.router.floor import Floor, PutOffer
+from services.router.floor import AgentRecord, Floor, Offer, PutAgent, PutOffer
 from services.router.policy import load_policy, load_taxonomy
 from shared.contracts import agents as ag
 from shared.contracts.case_events import ContactReceived
@@ -202,3 +202,42 @@ def test_a_rolled_back_batch_leaves_the_floor_as_it_was(
         run.step(op)
     run.floor.rollback()
     assert snapshot(run.floor) == before
+
+
+agents_st = st.lists(st.tuples(
+    st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 5), min_size=1, max_size=3),
+    st.integers(1, 3), st.integers(0, 3), st.integers(0, 600),
+    st.lists(st.sampled_from(LANGS), min_size=1, max_size=2, unique=True)),
+    min_size=1, max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(agents_st, st.sampled_from(SKILLS), st.integers(1, 4), st.integers(1, 3),
+       st.sampled_from(LANGS), st.lists(st.integers(0, 24), max_size=4),
+       st.one_of(st.none(), st.integers(0, 24)))
+def test_the_shortlist_picks_the_agent_a_full_scan_would(
+        agents: list[tuple[Any, ...]], skill: str, proficiency: int, tier: int, lang: str,
+        excluded: list[int], previous: int | None) -> None:
+    """The router ranks only a shortlist of the free agents: its winner is the winner of
+    `routing.select` over every agent on the floor."""
+    floor = Floor(POLICY)
+    for i, (skills, agent_tier, chats, idle, langs) in enumerate(agents):
+        profile = ag.AgentProfile(
+            agent_id=f"a-{i:02d}", name=f"a-{i}", authority_tier=agent_tier, languages=langs,
+            capacity={"email": 0, "chat": 3, "voice": 0}, changed_at=T0,
+            skills=[ag.SkillLevel(skill=k, proficiency=v) for k, v in skills.items()])
+        floor.load(PutAgent(AgentRecord(profile, T0, T0 - timedelta(seconds=idle))))
+        for n in range(chats):
+            held = routing.WaitingCase(f"held-{i}-{n}", routing.Requirements(
+                skill, 1, 1, lang, "chat"), "normal", T0)
+            floor.load(PutOffer(Offer(f"o-{i}-{n}", held.case_id, profile.agent_id, "chat",
+                                      "accepted", T0, T0, held)))
+    req = routing.Requirements(skill=skill, min_proficiency=proficiency, min_tier=tier,
+                               language=lang, channel="chat")
+    case = routing.WaitingCase(
+        "case-x", req, "normal", T0, excluded=frozenset(f"a-{i:02d}" for i in excluded),
+        previous_agent=None if previous is None else f"a-{previous:02d}")
+    outcome = decide.decide(floor, CONFIG, T0, decide.route_one, case, "cause", "test")
+    offered = [c.offer.agent_id for c in outcome.changes if isinstance(c, PutOffer)]
+    full = routing.select(case, floor.agents.values(), POLICY, T0)
+    assert offered == ([full.winner.agent_id] if full.winner else [])
