@@ -77,7 +77,9 @@ def decide(floor: Floor, config: core.RouterConfig, now: datetime,
     """Run a decision on the floor without changing it; return what it decided."""
     draft = Draft(floor, config, now)
     with floor.trial():
+        hot_before = floor.hot_queues(now)
         step(draft, *args)
+        overflow_newly_hot(draft, hot_before)
     return Outcome(draft.decision, tuple(draft.changes))
 
 
@@ -516,6 +518,23 @@ def expire_offers(d: Draft) -> None:
         if not away:
             offer_next_to(d, [offer.agent_id], f"{cause}/next", "capacity freed",
                           skip=[offer.case_id])
+
+
+def overflow_newly_hot(d: Draft, hot_before: frozenset[str]) -> None:
+    """A queue this decision pushed past its KPIs (a case withdrawn back into it with its old
+    arrival time, one contact too many) lets its other waiting cases overflow now, not at the
+    next tick: an agent of the overflow skill may be free for them already."""
+    newly = d.floor.hot_queues(d.now) - hot_before
+    if not newly:
+        return
+    for record in d.floor.due_cases(d.now, newly, TIMER_BATCH, timed=False):
+        current = d.floor.cases.get(record.case_id)
+        if current is None or current.state != "waiting":
+            continue
+        cause = f"{record.case_id}/overflow/{record.generation}"
+        bumped = replace(current, generation=current.generation + 1)
+        d.put(PutCase(bumped))
+        route_one(d, current.waiting, cause, "queue past its KPIs", bumped)
 
 
 def recheck_waiting(d: Draft) -> None:

@@ -195,12 +195,14 @@ class Floor:
                 due.append(self.offers[offer_id])
         return due
 
-    def due_cases(self, now: datetime, hot: frozenset[str], limit: int) -> list[CaseRecord]:
-        """Waiting cases whose next check has come, then cases of hot queues not yet
-        overflowed."""
-        self._prune(self._case_due, self._case_entry_valid, len(self.cases))
+    def due_cases(self, now: datetime, hot: frozenset[str], limit: int,
+                  timed: bool = True) -> list[CaseRecord]:
+        """Waiting cases whose next check has come (unless not `timed`), then cases of hot
+        queues not yet overflowed."""
         found: dict[str, CaseRecord] = {}
-        for at, case_id in heapq.nsmallest(limit * 4, self._case_due):
+        if timed:
+            self._prune(self._case_due, self._case_entry_valid, len(self.cases))
+        for at, case_id in heapq.nsmallest(limit * 4, self._case_due) if timed else ():
             if at > now or len(found) >= limit:
                 break
             if self._case_entry_valid(at, case_id):
