@@ -44,6 +44,7 @@ from shared.contracts.topics import CASE_EVENTS
 from shared.events import CaseEvent, Outbound
 from shared.failures import safe_reason
 from shared.logs import RateLimitedLog
+from shared.observe import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,10 @@ class OutboxRelay:
     continues the decision's trace.
     """
 
-    def __init__(self, pool: asyncpg.Pool, bootstrap_servers: str, service: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, bootstrap_servers: str, service: str,
+                 metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
         self._producer = make_producer(bootstrap_servers, f"switchboard-{service}-relay")
         self._started = False
         self._service = service
@@ -188,6 +191,8 @@ class OutboxRelay:
                 raise failed[0][1]  # nothing got through: the broker is away, back off
             await self._settle(conn, sent, parked, failed)
         self.published += len(sent)
+        if self._metrics is not None:
+            self._metrics.published.labels(self._service).inc(len(sent))
         return len(sent) + len(parked)
 
     async def _send(self, rows: list[asyncpg.Record]) -> tuple[
@@ -228,6 +233,8 @@ class OutboxRelay:
                 log.error("outbox of %s: parked record %d for %s (%d bytes): %s", self._service,
                           row["id"], row["topic"], len(row["value"]), reason)
             self.parked += len(parked)
+            if self._metrics is not None:
+                self._metrics.parked.labels(self._service).inc(len(parked))
         done = sent + [row["id"] for row, _ in parked]
         if done:
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", done)

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,7 @@ from shared.events import Decision
 from shared.failures import clean_text, is_transient, safe_reason, safe_traceback
 from shared.kafka import make_broker, subscriber_options
 from shared.logs import RateLimitedLog
+from shared.observe import DEFAULT_PORTS, GaugeReader, HealthServer, Metrics
 from shared.outbox import (
     OutboxRecord,
     OutboxRelay,
@@ -171,8 +173,14 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._log = RateLimitedLog(log, every_seconds=10.0)
         self.ready = False  # connected to both and consuming
+        self.status = "starting"  # why not ready, while not ready (a standby router says so)
         self.instance_id = self.settings.service_instance_id or \
             f"{socket.gethostname()}-{self.name}"
+        self.metrics = Metrics(self.name)
+        # gauges read when /metrics is scraped; a service adds its own (clocks, escalations)
+        self.gauges: list[GaugeReader] = [self._lag_gauges, self._outbox_gauges]
+        self._subscribers: list[tuple[str, Any]] = []
+        self._health = HealthServer(self.metrics, self.readiness, self.gauges)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -191,6 +199,7 @@ class ServiceRuntime:
             # of after the session timeout (each topic's consumer is a member of its own)
             group_instance_id=f"{self.instance_id}:{route.topic}" if self.instance_id else None,
         )
+        self._subscribers.append((route.topic, subscriber))
 
         @subscriber
         async def on_batch(msg: KafkaMessage) -> None:
@@ -218,24 +227,79 @@ class ServiceRuntime:
         """Wait for PostgreSQL and Kafka, however long they are away (bounded backoff, one log
         line per kind every few seconds): a service started during an outage comes up after it,
         instead of exiting."""
+        port = self.settings.metrics_port
+        await self._health.start(DEFAULT_PORTS.get(self.name, 9470) if port == 0 else port)
+        self.status = "connecting to PostgreSQL"
         self._pool = await _connect_with_retry(self.settings.database_url, self._log,
                                                self.settings.database_pool_size)
         for step in self.startup:
             await step(self)
+        self.status = "connecting to Kafka"
         await wait_for_kafka(self.settings.kafka_bootstrap_servers, self._log)
+        self.status = "joining consumer groups"
+
+    # --- health --------------------------------------------------------------------------
+    async def readiness(self) -> str | None:
+        """None when ready to serve; else why not."""
+        if not self.ready:
+            return self.status
+        try:
+            async with asyncio.timeout(1.0):
+                await self.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            return f"PostgreSQL: {safe_reason(exc)}"
+        if not any(sub.consumer is not None and sub.consumer.assignment()
+                   for _, sub in self._subscribers) and self._subscribers:
+            return "no partitions assigned"
+        lag = sum(v for *_, v in await self._lag_gauges())
+        if lag > self.settings.ready_max_lag:
+            return f"catching up: {int(lag)} records behind"
+        return None
+
+    async def _lag_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        out = []
+        for topic, sub in self._subscribers:
+            consumer = sub.consumer
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                position = await consumer.position(tp)
+                out.append(("switchboard_consumer_lag", "Records not yet consumed.",
+                            {"service": self.name, "topic": topic,
+                             "partition": str(tp.partition)}, float(max(0, high - position))))
+        return out
+
+    async def _outbox_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        row = await self.pool.fetchrow(
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+            " AS age, (SELECT count(*) FROM outbox_parked WHERE service = $1) AS parked"
+            " FROM outbox WHERE service = $1", self.name)
+        labels = {"service": self.name}
+        return [("switchboard_outbox_backlog", "Outbox records not yet published.", labels,
+                 float(row["n"])),
+                ("switchboard_outbox_oldest_seconds", "Age of the oldest unpublished record.",
+                 labels, float(row["age"])),
+                ("switchboard_outbox_parked_records", "Records parked in outbox_parked.",
+                 labels, float(row["parked"]))]
 
     async def _close_pool(self) -> None:
         if self._pool is not None:
             await self._pool.close()
 
     async def _start_tasks(self) -> None:
-        self._relay = OutboxRelay(self.pool, self.settings.kafka_bootstrap_servers, self.name)
+        self._relay = OutboxRelay(self.pool, self.settings.kafka_bootstrap_servers, self.name,
+                                  self.metrics)
         self.ready = True
         self._tasks = [asyncio.create_task(self._relay.run(), name=f"{self.name}-relay")]
         for job in self.background:
             self._tasks.append(asyncio.create_task(job(self), name=f"{self.name}-job"))
 
     async def _stop_tasks(self) -> None:
+        self.ready, self.status = False, "stopping"
+        await self._health.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -251,6 +315,8 @@ class ServiceRuntime:
         rolled back and its records are retried one at a time, so one bad record costs only
         itself.
         """
+        began = time.perf_counter()
+        self.metrics.consumed.labels(self.name, route.topic).inc(len(records))
         work: list[_Work] = []
         for record in records:
             try:
@@ -288,6 +354,8 @@ class ServiceRuntime:
                     return
         self.processed += len(work)
         self.wake_relay()
+        self.metrics.batch_seconds.labels(self.name, route.topic).observe(
+            time.perf_counter() - began)
 
     def _serial(self) -> contextlib.AbstractAsyncContextManager[object]:
         lock = self.hooks.serial
@@ -317,8 +385,11 @@ class ServiceRuntime:
         # Each record is handled in a span continuing its own trace (a batch's consumer span
         # only links to them), so log rows and outbox messages keep the contact's trace id.
         parent = propagate.extract(_text_headers(item.record))
+        began = time.perf_counter()
         with self._tracer.start_as_current_span(f"{item.record.topic} handle", context=parent):
             decision = await item.handler(conn, item.envelope, item.payload, self.clock.now())
+            self.metrics.handler_seconds.labels(self.name, item.record.topic).observe(
+                time.perf_counter() - began)
             if deferred is None:
                 await self.persist(conn, decision)
             elif decision.events:
@@ -379,6 +450,7 @@ class ServiceRuntime:
                     await self.dead_letter(record, f"{envelope.type}: {exc}")
                     return
                 if is_transient(exc):
+                    self.metrics.failed.labels(self.name, record.topic, "retried").inc()
                     self._log.warning("%s: transient failure, retrying in %.1fs: %s",
                                       self.name, backoff, safe_reason(exc))
                 else:  # a bug or data the database refuses: bounded retries
@@ -420,6 +492,8 @@ class ServiceRuntime:
         its copy for `<topic>.dlq`, in one transaction (retried while PostgreSQL is away: the
         partition waits). A copy Kafka cannot take is parked by the relay; the row stays."""
         reason = clean_text(reason)
+        self.metrics.failed.labels(self.name, record.topic, "dead_lettered").inc()
+        self.metrics.dead_letters.labels(self.name, record.topic, reason_kind(reason)).inc()
         original = [[k, base64.b64encode(v or b"").decode()] for k, v in record.headers or ()]
         failed_at = self.clock.now()
         headers = DeadLetterHeaders(
@@ -484,6 +558,18 @@ async def wait_for_kafka(bootstrap_servers: str, say: RateLimitedLog) -> None:
             await client.close()
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
+
+
+def reason_kind(reason: str) -> str:
+    """A dead letter's reason in a few words, for a metric's label."""
+    for marker, kind in (("parse_timeout", "parse_timeout"), ("parse_memory", "parse_memory"),
+                         ("violates its schema", "schema"), ("envelope", "envelope"),
+                         ("undecodable", "undecodable"), ("exceeds the limit", "too_large"),
+                         ("unknown event type", "unknown_type"),
+                         ("processing failed", "failed")):
+        if marker in reason:
+            return kind
+    return "rejected"
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:

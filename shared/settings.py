@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # a StatefulSet's pod name; default `<hostname>-<service>`, so two processes of one service
     # on one host must each set it. The router uses one fixed name: only its leader consumes.
     service_instance_id: str = ""
+    # /metrics, /healthz, /readyz: 0 = the service's own default port (intake 9464, router
+    # 9465, sla 9466, escalation 9467, console 9468), -1 = off.
+    metrics_port: int = 0
+    # Ready (for new traffic, rolling updates) only with fewer records than this behind.
+    ready_max_lag: int = 10_000
     # Largest inbound event accepted (bytes); larger ones are dead-lettered.
     max_inbound_event_bytes: int = 5_000_000
 

@@ -532,4 +532,20 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
                             {t: activity[t] for t in ACTIVITY_TYPES},
                             reject_unknown_types=False))
     runtime.background.extend(background(policy))
+    runtime.gauges.append(escalation_gauges(runtime))
     return runtime
+
+
+def escalation_gauges(runtime: ServiceRuntime) -> Callable[[], Coroutine[Any, Any, list[Any]]]:
+    async def read() -> list[tuple[str, str, dict[str, str], float]]:
+        open_ = await runtime.pool.fetch(
+            "SELECT level, count(*) AS n FROM escalation WHERE state = 'open' GROUP BY level")
+        deliveries = await runtime.pool.fetch(
+            "SELECT sink, state, count(*) AS n FROM escalation_delivery"
+            " WHERE state IN ('pending', 'parked') GROUP BY sink, state")
+        out = [("switchboard_escalations_open", "Escalations open, by level.",
+                {"level": str(r["level"])}, float(r["n"])) for r in open_]
+        out += [("switchboard_escalation_deliveries", "Deliveries pending or parked.",
+                 {"sink": r["sink"], "state": r["state"]}, float(r["n"])) for r in deliveries]
+        return out
+    return read

@@ -31,7 +31,7 @@ import asyncpg
 
 from services.router import core, decide
 from services.router.classify import customer_key
-from services.router.floor import Change, Floor
+from services.router.floor import Change, Floor, PutOffer
 from services.router.store import load_floor, prefetch, save
 from shared.contracts import agents as ag
 from shared.contracts import case_events as ce
@@ -92,8 +92,41 @@ class RouterApp(BatchHooks):
             for change in outcome.changes:
                 self.floor.apply(change)
             self._pending.extend(outcome.changes)
+            self.observe(outcome, now)
             return outcome.decision
         return handle
+
+    def observe(self, outcome: decide.Outcome, now: datetime) -> None:
+        """Routing decisions by outcome, and each offer's time since its case was queued."""
+        metrics = self.runtime.metrics
+        for event in outcome.decision.events:
+            if event.type == "routing.decided":
+                metrics.decisions.labels(event.data.outcome).inc()  # type: ignore[attr-defined]
+        for change in outcome.changes:
+            if isinstance(change, PutOffer) and change.offer.state == "offered" and \
+                    change.offer.offered_at == now:
+                metrics.time_to_offer.observe(
+                    max(0.0, (now - change.offer.needs.queued_at).total_seconds()))
+
+    async def floor_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """What the floor holds now: waiting cases by queue, agents by presence, open offers."""
+        out = []
+        waiting: dict[str, int] = {}
+        for case in self.floor.cases.values():
+            if case.state == "waiting":
+                waiting[case.queue] = waiting.get(case.queue, 0) + 1
+        for queue, n in sorted(waiting.items()):
+            out.append(("switchboard_router_waiting_cases", "Cases waiting, by queue.",
+                        {"queue": queue}, float(n)))
+        presence: dict[str, int] = {}
+        for agent in self.floor.agents.values():
+            presence[agent.profile.presence] = presence.get(agent.profile.presence, 0) + 1
+        for state, n in sorted(presence.items()):
+            out.append(("switchboard_router_agents", "Agents known, by presence.",
+                        {"presence": state}, float(n)))
+        out.append(("switchboard_router_open_offers", "Offers open (offered or accepted).", {},
+                    float(len(self.floor.offers))))
+        return out
 
     # --- timers ------------------------------------------------------------------------------
     async def tick(self) -> int:
@@ -138,6 +171,7 @@ class RouterApp(BatchHooks):
         holder = f"{socket.gethostname()}:{os.getpid()}"
         if not await self._leader.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
             log.info("router: another router leads; standing by")
+            runtime.status = "standing by: another router leads"
             await self._leader.execute("SELECT pg_advisory_lock($1)", LEADER_LOCK)
         self.epoch = await self._leader.fetchval(
             "INSERT INTO router_leader (id, epoch, holder, since) VALUES (1, 1, $1, now())"
@@ -231,5 +265,6 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
         "agent.case_transferred": h(decide.on_transferred),
         "agent.status_changed": h(decide.on_status_changed)}))
     runtime.startup.append(app.lead)
+    runtime.gauges.append(app.floor_gauges)
     runtime.background += [app.timer_loop, app.keep_leading]
     return runtime

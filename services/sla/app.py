@@ -287,12 +287,33 @@ def timer_loop(
     return run
 
 
+def clock_gauges(runtime: ServiceRuntime) -> Callable[[], Coroutine[Any, Any, list[Any]]]:
+    async def read() -> list[tuple[str, str, dict[str, str], float]]:
+        now = runtime.clock.now()
+        rows = await runtime.pool.fetch(
+            "SELECT metric, count(*) AS running, count(*) FILTER (WHERE due_at <= $1) AS due"
+            " FROM sla_clock WHERE state = 'running' GROUP BY metric",
+            now + timedelta(minutes=15))
+        breached = await runtime.pool.fetch(
+            "SELECT metric, count(*) AS n FROM sla_clock WHERE state = 'breached'"
+            " GROUP BY metric")
+        out = [("switchboard_sla_clocks_running", "SLA clocks running.", {"metric": r["metric"]},
+                float(r["running"])) for r in rows]
+        out += [("switchboard_sla_clocks_due_15m", "Running clocks due within 15 minutes.",
+                 {"metric": r["metric"]}, float(r["due"])) for r in rows]
+        out += [("switchboard_sla_clocks_breached", "Clocks that breached (all time).",
+                 {"metric": r["metric"]}, float(r["n"])) for r in breached]
+        return out
+    return read
+
+
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     pol = load_policy(runtime.settings)
     timer = Timer()
     log.info("sla policy %s: %d rules, calendars %s", pol.version, len(pol.spec.rules),
              ", ".join(pol.calendars))
     batch = SlaBatch(pol, timer, runtime.clock)
+    runtime.gauges.append(clock_gauges(runtime))
     runtime.hooks = batch
     runtime.defer_appends = True  # the SLA core never reads the case log
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.infra.local import Endpoints
+from shared.infra.proc import free_port
 from shared.settings import REPO_ROOT
 
 SERVICES = ("intake", "router", "sla", "escalation")
@@ -33,6 +34,7 @@ class ServiceProcesses:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._since: dict[str, int] = {}
+        self.ports: dict[str, int] = {}
 
     def start(self, name: str, instance: int = 1) -> str:
         """Start one instance of a service; its label (`intake`, `intake#2`, ...)."""
@@ -40,7 +42,9 @@ class ServiceProcesses:
         log = open(self.log_dir / f"{label}.log", "ab")  # owned by the process
         self._since[label] = log.tell()  # what this process writes starts here
         # one group member name per process (static membership): distinct instances
-        env = {**self.env, "SERVICE_INSTANCE_ID": f"test-{name}-{instance}"}
+        self.ports[label] = free_port()  # /metrics, /healthz, /readyz of this process
+        env = {**self.env, "SERVICE_INSTANCE_ID": f"test-{name}-{instance}",
+               "METRICS_PORT": str(self.ports[label])}
         self.procs[label] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
