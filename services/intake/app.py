@@ -13,6 +13,7 @@ a rotation re-keys what is still in use.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,12 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from services.intake import core, suppression
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
+from services.intake.safe_text import storable_tree, without_surrogates
 from shared.contracts import inbound as ib
+from shared.contracts.base import Contract
 from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import INBOUND_TOPICS
 from shared.contracts.topics import INBOUND_EMAIL
@@ -346,6 +350,33 @@ async def _directory(conn: asyncpg.Connection,
                           tuple(row["phones"]), row["tier"], row["verified"])
 
 
+def _lenient(model: type[Contract]) -> type[Contract]:
+    """`model`, whose JSON may hold escaped lone surrogates ("\\ud83d" from a front-end that
+    cut an emoji in half): pydantic's parser refuses them, Python's reads them, and intake
+    cleans them (safe_text.storable) instead of dead-lettering the contact."""
+
+    def model_validate_json(cls: type[Contract], data: Any, **kwargs: Any) -> Contract:
+        try:
+            return model.model_validate_json(data, **kwargs)
+        except ValidationError as exc:
+            if not any("surrogate" in e["msg"] or "hex escape" in e["msg"]
+                       for e in exc.errors() if e["type"] == "json_invalid"):
+                raise
+            try:
+                tree = json.loads(data)
+            except (ValueError, RecursionError):
+                raise exc from None
+            return model.model_validate(storable_tree(tree, without_surrogates), **kwargs)
+
+    return type(model.__name__, (model,), {
+        "__module__": model.__module__, "__doc__": model.__doc__,
+        "model_validate_json": classmethod(model_validate_json)})
+
+
+INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
+    topic: {t: _lenient(m) for t, m in models.items()} for topic, models in INBOUND_TOPICS.items()}
+
+
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
 
@@ -360,7 +391,7 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
 
     runtime.startup.append(start_workers)
     runtime.background.append(stop_workers_on_shutdown)
-    for topic, models in INBOUND_TOPICS.items():
+    for topic, models in INBOUND_MODELS.items():
         # An email may take up to the parse deadline: smaller batches keep a batch of them well
         # inside the consumer's poll interval.
         runtime.subscribe(Route(topic, models, {t: handler for t in models},

@@ -21,6 +21,7 @@ regular expression that could backtrack, or the database:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from services.intake.reply_text import ReplyParts, split_reply
@@ -61,16 +62,21 @@ def storable(text: str) -> str:
     return text.replace("\x00", "") if "\x00" in text else text
 
 
-def storable_tree(value: Any) -> Any:
-    """Every string of a JSON-like tree (keys too) `storable`."""
+def storable_tree(value: Any, clean: Callable[[str], str] = storable) -> Any:
+    """Every string of a JSON-like tree (keys too) `storable` (or `clean`)."""
     if isinstance(value, str):
-        return storable(value)
+        return clean(value)
     if isinstance(value, dict):
-        return {storable(k) if isinstance(k, str) else k: storable_tree(v)
+        return {clean(k) if isinstance(k, str) else k: storable_tree(v, clean)
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [storable_tree(v) for v in value]
+        return [storable_tree(v, clean) for v in value]
     return value
+
+
+def without_surrogates(text: str) -> str:
+    """Lone surrogates (JSON "\\ud83d" from half an emoji) as U+FFFD, nothing else changed."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def without_controls(text: str) -> str:
