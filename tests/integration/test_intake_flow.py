@@ -22,7 +22,7 @@ from shared.contracts.topics import INBOUND_CHAT, INBOUND_EMAIL, INBOUND_VOICE, 
 from shared.events import CaseEvent
 from shared.infra.local import Endpoints
 from tests.support import contacts
-from tests.support.cases import case_of, wait_types
+from tests.support.cases import case_of, stored_key, wait_types
 from tests.support.intake_fixtures import fixture, load_jsonish
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
@@ -121,7 +121,7 @@ async def test_automated_mail_opens_no_case_and_duplicates_are_absorbed(
     assert [r.type for r in await read_case(app_db, case_id)
             if r.source == "switchboard/intake"] == ["case.opened", "contact.received"]
     assert await app_db.fetchval("SELECT count(*) FROM intake_thread WHERE thread_key = $1",
-                                 f"email:{auto_id}") == 0
+                                 stored_key(f"email:{auto_id}")) == 0
 
 
 async def test_oversized_email_is_dead_lettered_with_a_precise_reason(
