@@ -43,7 +43,7 @@ from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.topics_admin import provision
 from tests.support.contacts import raw_email
-from tests.support.kafka import read_all
+from tests.support.kafka import read_all, wait_for
 from tests.unit.test_intake_keys import SECRETS, iban_de, leaks, luhn_digit, spaced
 
 pytestmark = pytest.mark.integration
@@ -76,8 +76,8 @@ def runtime() -> ServiceRuntime:
 
 async def handle(db: asyncpg.Connection, handler: IntakeHandler, kind: str, body: dict[str, Any],
                  at: datetime = NOW) -> Decision:
-    topic = {"email": "helpdesk.inbound.email", "chat": "helpdesk.inbound.chat",
-             "call": "helpdesk.inbound.voice", "voic": "helpdesk.inbound.voice"}[kind[:4]]
+    topic = {"email": "helpdesk.inbound.email", "chat": "helpdesk.inbound.chat"}.get(
+        kind.split(".")[0], "helpdesk.inbound.voice")
     payload = INBOUND_MODELS[topic][kind].model_validate_json(json.dumps(body))
     envelope = Envelope(id=f"evt-{uuid.uuid4().hex}", source="test/keys", type=kind, time=at)
     async with db.transaction():
@@ -319,7 +319,12 @@ async def test_a_dead_letter_is_read_redacted_decrypted_with_the_key_and_redrive
     assert "nothing was sent" in both.stderr
     sent = await _switchboard(endpoints, "dlq", "redrive", str(ids[7]))
     assert sent.returncode == 0, sent.stderr
-    back = await read_all(endpoints.kafka_bootstrap_servers, topic)
+    assert "1 dead letter(s) redriven" in sent.stdout, sent.stdout
+
+    async def redriven() -> list[Any] | None:
+        return await read_all(endpoints.kafka_bootstrap_servers, topic) or None
+
+    back = await wait_for(redriven, what=f"the redriven record on {topic}")
     assert [(r.key, r.value) for r in back] == [(b"4111111111111111", value)]
     assert back[0].headers["ce_id"] == f"id-{tag}" and back[0].headers["dlq_redrive_of"] == \
         str(ids[7])
