@@ -86,10 +86,21 @@ async def test_a_thread_across_two_mail_clients_is_one_case_and_a_solved_case_re
                                                                   at=datetime.now(UTC)))
     async with app_db.transaction():
         await append_events(app_db, [solved], source="test/router", trace_id=None)
+    # Someone else with the token opens a case of their own, linked to this one (issue 11) …
+    other_id = f"<{tag}.4@other.example>"
     await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(
-        contacts.raw_email(f"<{tag}.4@other.example>",
+        contacts.raw_email(other_id, f"Still broken [#{case_reference(case_id)}]",
+                           "It happened again", sender=f"M. Patel <other-{tag}@example.net>")),
+               key=tag)
+    other_case = await case_of(app_db, f"email:{other_id}")
+    assert other_case != case_id
+    [opened] = [r for r in await read_case(app_db, other_case) if r.type == "case.opened"]
+    assert opened.payload["related_case_id"] == case_id
+    # … and the customer, from her own address on another client, reopens hers.
+    await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(
+        contacts.raw_email(f"<{tag}.5@other.example>",
                            f"Still broken [#{case_reference(case_id)}]", "It happened again",
-                           sender=f"M. Patel <other-{tag}@example.net>")), key=tag)
+                           sender=sender)), key=tag)
     types = await wait_types(app_db, case_id, ["case.solved", "case.reopened"])
     assert types.index("case.solved") < types.index("case.reopened")
     assert types[types.index("case.reopened") + 1] == "contact.received"

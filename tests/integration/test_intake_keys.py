@@ -128,9 +128,14 @@ async def test_a_strangers_reply_opens_a_new_linked_case_and_the_customers_joins
     eve = f"eve.{tag}@attacker.example"
     stranger_case, linked = await reply(1, eve)  # the victim's Message-ID
     assert stranger_case != victim and linked == victim
+    # the victim's token, under a subject of eve's own (with the same subject, eve's reply
+    # would join her own open case by the subject window: that is the customer's own thread)
     token_case, linked = case_of(await handle(db, handler, "email.received", email(
-        f"<r2.{tag}@mail.example>", f"Re: [#{token}] Refund {tag}", eve)))
+        f"<r2.{tag}@mail.example>", f"Re: [#{token}] Refund {tag} again", eve)))
     assert token_case not in (victim, stranger_case) and linked == victim
+    same_subject, linked = case_of(await handle(db, handler, "email.received", email(
+        f"<r2b.{tag}@mail.example>", f"Re: [#{token}] Refund {tag}", eve)))
+    assert same_subject == stranger_case and linked is None
     trick, linked = await reply(3, f"maya.{tag}@example.com <{eve}>")  # CVE-2023-27043
     assert trick != victim and linked == victim
     spoofed, linked = await reply(4, maya, auth=f"{MX}; dmarc=fail header.from=example.com")
