@@ -6,6 +6,7 @@ starting at "latest", auto-created single-partition topics): every client is bui
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faststream import AckPolicy
@@ -27,6 +28,9 @@ def make_broker(
         allow_auto_create_topics=False,  # topics are provisioned by `switchboard topics create`
         linger_ms=2,
         graceful_timeout=15.0,
+        # FastStream logs every batch received and processed at INFO: at a few hundred batches
+        # a second that is most of a service's log, so those lines go to DEBUG
+        log_level=logging.DEBUG,
         middlewares=middlewares,
     )
 
@@ -55,6 +59,9 @@ def subscriber_options(group_id: str, max_records: int = 200) -> dict[str, Any]:
         "decoder": raw_body,
         # Records handled in one transaction (runtime.process_batch): one commit per batch.
         "max_records": max_records,
+        # How long a poll waits for records; FastStream then sleeps as long again after an
+        # empty one, so a record arriving meanwhile waits up to twice this: keep it short.
+        "batch_timeout_ms": 20,
         # A batch must finish within this or the consumer is dropped from its group (and the
         # batch redelivered): records with a parse deadline (email) come in smaller batches.
         "max_poll_interval_ms": 600_000,

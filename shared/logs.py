@@ -39,3 +39,31 @@ class RateLimitedLog:
             return
         suffix = f" ({held} more like this held back)" if held else ""
         self._logger.log(level, fmt + suffix, *args)
+
+
+class RateLimitFilter(logging.Filter):
+    """For a library's logger (aiokafka logs each failed connection attempt at ERROR, thousands
+    a second while a broker restarts): each message template passes once per interval; the
+    next one that passes says how many were held back."""
+
+    def __init__(self, every_seconds: float = 10.0,
+                 loggers: tuple[str, ...] = ("aiokafka",)) -> None:
+        super().__init__()
+        self._every, self._loggers = every_seconds, loggers
+        self._last: dict[tuple[str, object], float] = {}
+        self._held: dict[tuple[str, object], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._loggers):
+            return True  # our own lines are rate-limited where they are written, if at all
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this held back)"
+        return True

@@ -282,7 +282,7 @@ WITH due AS (
          ORDER BY next_attempt_at LIMIT s.slots FOR UPDATE SKIP LOCKED) AS d
 )
 UPDATE escalation_delivery AS e
-   SET attempts = e.attempts + 1, next_attempt_at = $4
+   SET attempts = e.attempts + 1, next_attempt_at = $4, leased_by = $5
   FROM due WHERE e.notification_id = due.notification_id AND e.sink = due.sink
 RETURNING e.notification_id, e.sink, e.case_id, e.body::text AS body, e.attempts,
           e.traceparent
@@ -335,7 +335,7 @@ class Deliveries:
                 return 0
             async with conn.transaction():
                 rows = await conn.fetch(_CLAIM, now, list(wanted), list(wanted.values()),
-                                        now + self.lease)
+                                        now + self.lease, self.runtime.instance_id)
         claims = [Claim(**dict(r)) for r in rows]
         claims.sort(key=lambda c: c.attempts)  # first attempts first if room is short
         for claim in claims[room:]:  # over the total: give the lease back at once
@@ -459,9 +459,24 @@ class Deliveries:
             results += await asyncio.gather(*list(self.tasks))
         return results
 
+    async def reclaim_own(self) -> int:
+        """Leases this instance's previous process held when it died: its successor (the same
+        static member name) takes them back now instead of waiting for them to run out. The
+        attempts were counted at the claim, so a delivery still cannot be retried for ever."""
+        async with self.runtime.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "UPDATE escalation_delivery SET next_attempt_at = $2 WHERE state = 'pending'"
+                " AND leased_by = $1 AND next_attempt_at > $2 RETURNING notification_id",
+                self.runtime.instance_id, self.runtime.clock.now())
+        if rows:
+            log.info("escalation: took back %d deliveries this instance held before a restart",
+                     len(rows))
+        return len(rows)
+
     async def run(self) -> None:
         tick = self.runtime.settings.timer_tick_seconds
         try:
+            await self.reclaim_own()
             while True:
                 try:
                     await self.start_due()

@@ -186,24 +186,31 @@ class RouterApp(BatchHooks):
 
     async def keep_leading(self, runtime: ServiceRuntime) -> None:
         """The leader's lock lives with its session: if the session ends (a database restart),
-        take the lock again, or stop if another router took it (and with it a new epoch)."""
-        while True:
-            await asyncio.sleep(1.0)
+        take the lock again, or stop if another router took it (and with it a new epoch). When
+        the service stops, the session is closed: the lock goes to a standby at once."""
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                if self._leader is not None and not self._leader.is_closed():
+                    continue
+                await self._retake(runtime)
+        finally:
             if self._leader is not None and not self._leader.is_closed():
-                continue
-            try:
-                conn = await _connect(runtime.settings.database_url)
-            except Exception as exc:
-                log.warning("router: cannot reach PostgreSQL to keep leading: %s",
-                            safe_reason(exc))
-                continue
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
-            epoch = await conn.fetchval("SELECT epoch FROM router_leader WHERE id = 1")
-            if not got or epoch != self.epoch:
-                log.critical("router: leadership lost (epoch %s, ours %s); exiting", epoch,
-                             self.epoch)
-                os._exit(75)
-            self._leader = conn
+                await self._leader.close()
+
+    async def _retake(self, runtime: ServiceRuntime) -> None:
+        try:
+            conn = await _connect(runtime.settings.database_url)
+        except Exception as exc:
+            log.warning("router: cannot reach PostgreSQL to keep leading: %s", safe_reason(exc))
+            return
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
+        epoch = await conn.fetchval("SELECT epoch FROM router_leader WHERE id = 1")
+        if not got or epoch != self.epoch:
+            log.critical("router: leadership lost (epoch %s, ours %s); exiting", epoch,
+                         self.epoch)
+            os._exit(75)
+        self._leader = conn
 
 
 async def _connect(url: str) -> asyncpg.Connection:

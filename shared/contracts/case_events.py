@@ -156,8 +156,14 @@ class CaseQueued(Contract):
 
 
 class AssignmentOffered(Contract):
+    """`assignment.offered`, on `cases.events` and to the agent's desktop on `routing.offers`.
+
+    Delivery is at least once: after a crash the outbox may publish an offer again, with the
+    same `offer_id` (and the same CloudEvents id). Desktops de-duplicate on `offer_id`."""
+
     case_id: str
-    offer_id: str
+    offer_id: str = Field(description="Stable across redeliveries: desktops show an offer once "
+                                      "per offer_id and answer it by this id.")
     agent_id: str
     queue: str
     channel: Channel

@@ -13,68 +13,22 @@ import asyncio
 import json
 import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.caselog.store import read_case, verify_case
-from shared.contracts.topics import AGENT_ACTIVITY, AGENTS, INBOUND_CHAT, ROUTING_OFFERS
 from shared.infra.local import Endpoints
-from shared.settings import REPO_ROOT
-from tests.support.kafka import cloudevent_headers, drained, wait_for
+from tests.support.desktops import Desktops, log_in, send_chat
+from tests.support.kafka import drained, wait_for
 from tests.support.services import ServiceProcesses
 
 pytestmark = pytest.mark.integration
-SEED_ROSTER = REPO_ROOT / "services" / "router" / "seed_roster.json"
-SKILLS = ("general", "orders", "billing", "accounts", "technical")
 CHATS = 60
 CAPACITY = 2  # chats each test agent may carry
-
-
-def _headers(type_: str, **extra: str) -> list[tuple[str, bytes]]:
-    return [(k, v.encode()) for k, v in {**cloudevent_headers(type_), **extra}.items()]
-
-
-class Desktops:
-    """Agents who accept every offer at once and solve the case a moment later."""
-
-    def __init__(self, bootstrap: str, agents: list[str]) -> None:
-        self.bootstrap, self.agents = bootstrap, set(agents)
-        self.offers: Counter[str] = Counter()
-
-    async def run(self, producer: AIOKafkaProducer) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            cluster = await consumer._client.fetch_all_metadata()
-            parts = [TopicPartition(ROUTING_OFFERS, p)
-                     for p in cluster.partitions_for_topic(ROUTING_OFFERS) or ()]
-            consumer.assign(parts)
-            await consumer.seek_to_end(*parts)
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                for record in (r for rs in batch.values() for r in rs):
-                    offer = json.loads(record.value)
-                    if offer["agent_id"] not in self.agents:
-                        continue
-                    self.offers[offer["offer_id"]] += 1
-                    if self.offers[offer["offer_id"]] == 1:
-                        await self._work(producer, offer)
-        finally:
-            await consumer.stop()
-
-    async def _work(self, producer: AIOKafkaProducer, offer: dict[str, Any]) -> None:
-        case_id, now = offer["case_id"], datetime.now(UTC).isoformat()
-        for type_, body in (("agent.offer_accepted", {"offer_id": offer["offer_id"]}),
-                            ("agent.case_solved", {})):
-            await producer.send_and_wait(
-                AGENT_ACTIVITY, json.dumps({"case_id": case_id, "agent_id": offer["agent_id"],
-                                            "at": now, **body}).encode(),
-                key=case_id.encode(), headers=_headers(type_, ce_subject=case_id))
 
 
 def max_concurrent(intervals: list[tuple[datetime, datetime | None]]) -> int:
@@ -119,27 +73,11 @@ async def test_two_instances_share_the_work_and_a_standby_router_takes_over(
     desktops = Desktops(bootstrap, agents)
     working = asyncio.create_task(desktops.run(producer))
     try:
-        # only this test's agents: the seed roster never answers, its offers would wait 2 min
-        seed = [a["agent_id"] for a in json.loads(SEED_ROSTER.read_text())]
-        for agent_id, presence in [*((a, "offline") for a in seed),
-                                   *((a, "available") for a in agents)]:
-            profile = {"agent_id": agent_id, "name": agent_id, "languages": ["en"],
-                       "skills": [{"skill": s, "proficiency": 3} for s in SKILLS],
-                       "capacity": {"email": 0, "chat": CAPACITY, "voice": 0},
-                       "presence": presence, "changed_at": datetime.now(UTC).isoformat()}
-            await producer.send_and_wait(AGENTS, json.dumps(profile).encode(),
-                                         key=agent_id.encode(),
-                                         headers=_headers("agent.profile_changed"))
-        sessions = [f"scale-{tag}-{n}" for n in range(CHATS)]
-        for n, session in enumerate(sessions):
+        await log_in(producer, agents, CAPACITY)
+        for n in range(CHATS):
             if n == CHATS // 2:
                 services.kill("router")  # the leader: the standby takes over
-            message = {"session_id": session, "message_id": f"{session}-m1",
-                       "sent_at": datetime.now(UTC).isoformat(),
-                       "customer": {"name": f"Scale {tag}"},
-                       "text": "Hello, I have a question about my account please"}
-            await producer.send_and_wait(INBOUND_CHAT, json.dumps(message).encode(),
-                                         key=session.encode(), headers=_headers("chat.message"))
+            await send_chat(producer, f"scale-{tag}-{n}", f"Scale {tag}")
             await asyncio.sleep(0.05)
 
         async def all_solved() -> list[str] | None:

@@ -36,6 +36,7 @@ from shared.settings import Settings
 class EscalationHarness:
     name = "escalation"
     source = "switchboard/escalation"
+    instance_id = "test-escalation-harness"
     persist = ServiceRuntime.persist
     persist_traced = ServiceRuntime.persist_traced
 
