@@ -10,7 +10,6 @@ a record that keeps failing for another reason is dead-lettered so the partition
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -490,31 +489,45 @@ class ServiceRuntime:
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         """Keep the record in `dead_letter` with the reason and its source position, and queue
         its copy for `<topic>.dlq`, in one transaction (retried while PostgreSQL is away: the
-        partition waits). A copy Kafka cannot take is parked by the relay; the row stays."""
-        reason = clean_text(reason)
+        partition waits). A copy Kafka cannot take is parked by the relay; the row stays.
+
+        Both hold only a redacted copy of the record (shared/dead_letters.py); its original key,
+        headers and bytes are kept sealed under SWITCHBOARD_KEY_DLQ, or not at all without it."""
+        from shared import dead_letters
+        from shared.redaction import redact
+
+        reason = clean_text(redact(reason))  # a reason can quote a type or a field's name
         self.metrics.failed.labels(self.name, record.topic, "dead_lettered").inc()
         self.metrics.dead_letters.labels(self.name, record.topic, reason_kind(reason)).inc()
-        original = [[k, base64.b64encode(v or b"").decode()] for k, v in record.headers or ()]
+        original_headers = list(record.headers or ())
+        copy_of = await asyncio.to_thread(  # linear, but up to the size limit: off the loop
+            dead_letters.redacted_copy, record.key, original_headers, record.value)
+        sealer = dead_letters.sealer_for(self.settings)
+        sealed = None if sealer is None else sealer.seal(
+            dead_letters.original_blob(record.key, original_headers, record.value),
+            dead_letters.binding(self.name, record.topic, record.partition, record.offset))
         failed_at = self.clock.now()
         headers = DeadLetterHeaders(
             dlq_reason=reason, dlq_service=self.name, dlq_source_topic=record.topic,
             dlq_source_partition=str(record.partition), dlq_source_offset=str(record.offset),
-            dlq_failed_at=failed_at.isoformat(), dlq_original_headers=json.dumps(original),
+            dlq_failed_at=failed_at.isoformat(), dlq_original_headers=json.dumps(copy_of.headers),
         ).model_dump()
         log.warning("%s: dead-lettering %s[%d]@%d: %s", self.name, record.topic,
                     record.partition, record.offset, reason)
-        copy = OutboxRecord(dlq(record.topic), record.key or b"", headers, record.value or b"")
+        copy = OutboxRecord(dlq(record.topic), copy_of.key, headers, copy_of.value)
         backoff = 0.2
         while True:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     new = await conn.fetchval(
                         "INSERT INTO dead_letter (service, source_topic, source_partition,"
-                        " source_offset, key, headers, value, reason, failed_at)"
-                        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (service,"
-                        " source_topic, source_partition, source_offset) DO NOTHING RETURNING 1",
+                        " source_offset, key, headers, value, reason, failed_at, redacted,"
+                        " sealed) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,true,$10) ON CONFLICT"
+                        " (service, source_topic, source_partition, source_offset) DO NOTHING"
+                        " RETURNING 1",
                         self.name, record.topic, record.partition, record.offset,
-                        record.key, json.dumps(original), record.value or b"", reason, failed_at)
+                        copy_of.key, json.dumps(copy_of.headers), copy_of.value, reason,
+                        failed_at, sealed)
                     if new:  # a redelivered poison record is not dead-lettered twice
                         await enqueue(conn, self.name, [copy])
                 self.dead_lettered += 1

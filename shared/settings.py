@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,27 @@ class Settings(BaseSettings):
     intake_parse_worker_memory_mb: int = 1_024
     # Nesting of MIME parts (multipart, message/rfc822) beyond which an email is refused.
     intake_max_mime_depth: int = 16
+    # Authentication-Results (RFC 8601) are believed only from these authserv-ids: your own
+    # MTAs, which remove such headers claiming their id from incoming mail. A DMARC pass (or a
+    # DKIM pass of the From domain) recorded by one makes the sender verified; a DMARC fail
+    # keeps the message from joining a case by thread, token or subject (docs/intake.md).
+    intake_trusted_authserv_ids: list[str] = []
+
+    # Keys (shared/keys.py, docs/intake.md "Keys"): at least 32 random characters each. Unset
+    # with SWITCHBOARD_INFRA=local: generated once into <state dir>/keys.env (0600).
+    # Identifiers kept in tables (message, session and call ids, customer keys, subjects) are
+    # HMAC-SHA256 under this key; case tokens are derived with it.
+    switchboard_key_hmac: SecretStr | None = None
+    # The key before a rotation (comma-separated for several): looked up, never written.
+    switchboard_key_hmac_previous: SecretStr | None = None
+    # Dead letters' original bytes are kept AES-256-GCM encrypted under this key; unset (and
+    # no local default): only their redacted copy is kept, and they cannot be redriven.
+    switchboard_key_dlq: SecretStr | None = None
+    switchboard_key_dlq_previous: SecretStr | None = None
+    # Retention of the topics that hold what front-ends sent as they sent it (card numbers
+    # included): the inbound topics and every dead-letter topic (`switchboard topics create`).
+    topic_retention_inbound_hours: float = 168.0
+    topic_retention_dlq_hours: float = 336.0
 
 
 @lru_cache(maxsize=1)

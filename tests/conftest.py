@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -14,6 +16,11 @@ from shared.infra.local import Endpoints
 from shared.topics_admin import create_topics
 from tests.support.infra import TEST_STATE_DIR, start_infrastructure, stop_infrastructure
 from tests.support.services import ServiceProcesses
+
+# One key per test session for every process (services, the `switchboard` command) unless the
+# caller gave one: nothing committed, and nothing written into the checkout's keys.env.
+os.environ.setdefault("SWITCHBOARD_KEY_HMAC", secrets.token_urlsafe(32))
+os.environ.setdefault("SWITCHBOARD_KEY_DLQ", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,17 @@
 The handler runs inside the runtime's transaction: what it reads (threads, open cases, chat
 sessions, the directory) and writes (new thread keys, case and session state) commits together
 with the case events, so a redelivery sees exactly the state the first delivery left.
+
+Every identifier is written as its keyed hash (`Keyring.stored`) and looked up under every key
+still in use (`Keyring.forms`): no message id, session or call id, customer address or subject
+is kept as written. A key found only under the previous key gets its current form as well, so
+a rotation re-keys what is still in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,17 +21,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from services.intake import core, suppression
 from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
-from services.intake.subjects import case_reference
+from services.intake.safe_text import storable_tree, without_surrogates
 from shared.contracts import inbound as ib
+from shared.contracts.base import Contract
 from shared.contracts.envelope import Envelope
 from shared.contracts.inbound import INBOUND_TOPICS
 from shared.contracts.topics import INBOUND_EMAIL
 from shared.events import Decision
+from shared.keys import Keyring, keyring_from
 from shared.redaction import compile_patterns
 from shared.runtime import Rejected, Route, ServiceRuntime
 from shared.settings import Settings, get_settings
@@ -34,8 +43,10 @@ log = logging.getLogger(__name__)
 
 
 class IntakeHandler:
-    def __init__(self, settings: Settings, pool: ParsePool | None = None) -> None:
+    def __init__(self, settings: Settings, pool: ParsePool | None = None,
+                 ring: Keyring | None = None) -> None:
         self.settings = settings
+        self.ring = ring or keyring_from(settings)  # KeyMissing: the service does not start
         self.config = core.IntakeConfig(
             email_limits=EmailLimits(
                 max_bytes=settings.intake_max_email_bytes,
@@ -45,6 +56,8 @@ class IntakeHandler:
                 max_depth=settings.intake_max_mime_depth),
             phone_region=settings.intake_default_phone_region,
             redaction_patterns=compile_patterns(settings.intake_redaction_patterns),
+            keys=self.ring,
+            trusted_authserv_ids=tuple(settings.intake_trusted_authserv_ids),
         )
         if pool is None and settings.intake_parse_workers > 0:
             pool = ParsePool(settings.intake_parse_workers,
@@ -72,17 +85,17 @@ class IntakeHandler:
         contact = await self.understand(envelope, payload, now)
         if contact is None:
             return Decision()
-        released = await suppression.released(conn, contact.dedup_key) if contact.automated \
-            else None
+        released = await suppression.released(conn, contact.dedup_key, self.ring) \
+            if contact.automated else None
         if released is not None:  # an operator said this "automated" mail is a person's
-            contact = suppression.as_person(contact, released)
-        thread = await self._thread(conn, contact)
+            contact = suppression.as_person(contact, released.suppression_id)
+        thread = await self._thread(conn, contact, released)
         decision, case_id = await self.decide(contact, thread, envelope, now)
         if case_id is None and contact.automated and not thread.duplicate:
             # No case to record it on: set aside with its reason, never dropped in silence.
             await suppression.store(conn, suppression.record(contact, envelope.id, self.config))
         if case_id is not None and not thread.duplicate:
-            await self._remember(conn, contact, thread, case_id, decision, now)
+            await self._remember(conn, contact, thread, case_id, decision, released)
         return decision
 
     # --- the pure work, bounded -----------------------------------------------------------
@@ -145,52 +158,91 @@ class IntakeHandler:
         while len(self._refused) > 1_024:
             self._refused.popitem(last=False)
 
-    async def _thread(self, conn: asyncpg.Connection, contact: core.IncomingContact) -> core.Thread:
+    async def _thread(self, conn: asyncpg.Connection, contact: core.IncomingContact,
+                      released: suppression.Released | None = None) -> core.Thread:
+        """The case a contact joins (first rule that finds one it may join, see
+        `core.may_join`), or none, with the case it named but may not join."""
+        ring = self.ring
         directory = await _directory(conn, contact)
         keys = core.customer_keys(contact)
         if directory is not None:
             keys = (f"customer:{directory.customer_id}", *keys)
-        seen = await _known(conn, (contact.dedup_key,)) if contact.dedup_key else None
-        if seen is not None:
-            return core.Thread(case_id=seen, duplicate=True)
-        case_id, how = await _known(conn, contact.lookup_keys), "thread"
-        if case_id is None and contact.reference:
-            case_id, how = await _known(conn, (f"ref:{contact.reference}",)), "reference"
-        if case_id is None and contact.channel == "email" and contact.subject_key and keys:
-            window = timedelta(hours=self.settings.intake_thread_window_hours)
-            case_id, how = await _open_case(conn, keys, contact.subject_key,
-                                            contact.at - window), "subject-window"
-        if (case_id is None and contact.channel == "chat" and keys
-                and self.settings.intake_chat_joins_open_case):
-            case_id, how = await _open_case(conn, keys, None, None), "customer"
-        if case_id is None:
-            return core.Thread(directory=directory)
+        if contact.dedup_key:
+            seen = await _cases(conn, ring, (contact.dedup_key,))
+            if seen:
+                return core.Thread(case_id=seen[0], duplicate=True)
+        sender = ring.forms_all(list(keys))
+        related: str | None = None
+        chosen: core.Candidate | None = None
+
+        async def consider(how: str, found: list[str]) -> bool:
+            nonlocal related, chosen
+            if not found:
+                return False
+            # Thread keys of chat and voice are the front-end's own ids; email's are headers.
+            checked = contact.channel == "email" and how in ("thread", "reference")
+            members = await _participants(conn, found, sender) if checked else set(found)
+            for case_id in found:
+                candidate = core.Candidate(case_id, how, case_id in members)
+                if core.may_join(contact, candidate):
+                    chosen = candidate
+                    return True
+                related = related or case_id
+            return False
+
+        extra = released.related_keys if released is not None else ()
+        if await consider("thread", await _cases(conn, ring, contact.lookup_keys, extra)):
+            pass
+        elif contact.reference and await consider(
+                "reference", await _cases(conn, ring, (f"ref:{contact.reference}",))):
+            pass
+        elif contact.channel == "email" and contact.subject_key and keys and await consider(
+                "subject-window", await _open_cases(
+                    conn, sender, ring.forms(f"subject:{contact.subject_key}"),
+                    contact.at - timedelta(hours=self.settings.intake_thread_window_hours))):
+            pass
+        elif contact.channel == "chat" and keys and self.settings.intake_chat_joins_open_case:
+            await consider("customer", await _open_cases(conn, sender, None, None))
+        if chosen is None:
+            return core.Thread(directory=directory, related_case_id=related)
+        case_id = chosen.case_id
         burst = None
         if contact.may_join_burst:
-            burst = await _burst_contact(conn, contact, case_id,
+            burst = await _burst_contact(conn, ring, contact, case_id,
                                          self.settings.intake_chat_burst_seconds)
-        return core.Thread(case_id=case_id, how=how, solved=await _solved(conn, case_id),
+        return core.Thread(case_id=case_id, how=chosen.how, solved=await _solved(conn, case_id),
                            burst_contact_id=burst, directory=directory)
 
     async def _remember(self, conn: asyncpg.Connection, contact: core.IncomingContact,
                         thread: core.Thread, case_id: str, decision: Decision,
-                        now: datetime) -> None:
-        keys = [*contact.own_keys, *([contact.dedup_key] if contact.dedup_key else [])]
-        opened = any(e.type == "case.opened" for e in decision.events)
-        if opened:
-            keys.append(f"ref:{case_reference(case_id)}")
+                        released: suppression.Released | None) -> None:
+        ring = self.ring
+        keys = ring.stored_all([*contact.own_keys,
+                                *([contact.dedup_key] if contact.dedup_key else [])])
+        if released is not None and released.message_key:
+            keys.append(released.message_key)  # the original message's key, already keyed
+        opened = next((e.data for e in decision.events if e.type == "case.opened"), None)
+        if opened is not None and opened.reference:  # type: ignore[attr-defined]
+            keys.append(ring.stored(f"ref:{opened.reference}"))  # type: ignore[attr-defined]
         await conn.executemany(
             "INSERT INTO intake_thread (thread_key, case_id) VALUES ($1, $2)"
             " ON CONFLICT (thread_key) DO NOTHING", [(k, case_id) for k in keys])
         customer = [*core.customer_keys(contact)]
         if thread.directory is not None:
             customer.insert(0, f"customer:{thread.directory.customer_id}")
+        # A person's contact that joined (core.may_join) is a participant from now on; automated
+        # mail, which joins whoever sent it, never is.
         await conn.execute(
             "INSERT INTO intake_case (case_id, customer_keys, subject_key, channel, opened_at,"
             " last_contact_at) VALUES ($1, $2, $3, $4, $5, $5)"
             " ON CONFLICT (case_id) DO UPDATE SET last_contact_at ="
-            " greatest(intake_case.last_contact_at, excluded.last_contact_at)",
-            case_id, customer, contact.subject_key, contact.channel, contact.at)
+            " greatest(intake_case.last_contact_at, excluded.last_contact_at),"
+            " customer_keys = CASE WHEN $6 THEN ARRAY(SELECT k FROM"
+            " unnest(intake_case.customer_keys || excluded.customer_keys) WITH ORDINALITY"
+            " AS t(k, n) GROUP BY k ORDER BY min(n) LIMIT 64) ELSE intake_case.customer_keys END",
+            case_id, ring.stored_all(customer),
+            ring.stored(f"subject:{contact.subject_key}") if contact.subject_key else "",
+            contact.channel, contact.at, not contact.automated)
         received = next((e.data for e in decision.events if e.type == "contact.received"), None)
         if contact.may_join_burst:
             session = contact.lookup_keys[0]
@@ -201,21 +253,46 @@ class IntakeHandler:
                     " ON CONFLICT (session_id) DO UPDATE SET contact_id = excluded.contact_id,"
                     " contact_started_at = excluded.contact_started_at,"
                     " last_message_at = excluded.last_message_at, case_id = excluded.case_id",
-                    session, case_id, received.contact_id, contact.at)  # type: ignore[attr-defined]
+                    ring.stored(session), case_id,
+                    received.contact_id, contact.at)  # type: ignore[attr-defined]
             else:
                 await conn.execute(
                     "UPDATE intake_chat_session SET last_message_at ="
-                    " greatest(last_message_at, $2) WHERE session_id = $1", session, contact.at)
+                    " greatest(last_message_at, $2) WHERE session_id = ANY($1::text[])",
+                    list(ring.forms(session)), contact.at)
 
 
-async def _known(conn: asyncpg.Connection, keys: tuple[str, ...]) -> str | None:
-    if not keys:
-        return None
+async def _cases(conn: asyncpg.Connection, ring: Keyring, plain: tuple[str, ...],
+                 stored: tuple[str, ...] = ()) -> list[str]:
+    """The cases filed under these thread keys (and already keyed `stored` ones), in the keys'
+    order, each once. A key found only under a previous key is filed under the current one too."""
+    if not plain and not stored:
+        return []
+    forms = {f: (k, i) for k in plain for i, f in enumerate(ring.forms(k))}
     rows = await conn.fetch(
         "SELECT thread_key, case_id FROM intake_thread WHERE thread_key = ANY($1::text[])",
-        list(keys))
-    by_key = {r["thread_key"]: r["case_id"] for r in rows}
-    return next((by_key[k] for k in keys if k in by_key), None)
+        [*forms, *stored])
+    by_key = {r["thread_key"]: str(r["case_id"]) for r in rows}
+    stale = [(ring.stored(forms[f][0]), c) for f, c in by_key.items()
+             if f in forms and forms[f][1] > 0]
+    if stale:
+        await conn.executemany(
+            "INSERT INTO intake_thread (thread_key, case_id) VALUES ($1, $2)"
+            " ON CONFLICT (thread_key) DO NOTHING", stale)
+    ordered = [by_key[f] for k in plain for f in ring.forms(k) if f in by_key]
+    ordered += [by_key[f] for f in stored if f in by_key]
+    return list(dict.fromkeys(ordered))
+
+
+async def _participants(conn: asyncpg.Connection, case_ids: list[str],
+                        sender: list[str]) -> set[str]:
+    """Those of the cases whose participants include the sender (any of its keyed keys)."""
+    if not sender:
+        return set()
+    rows = await conn.fetch(
+        "SELECT case_id FROM intake_case WHERE case_id = ANY($1::text[])"
+        " AND customer_keys && $2::text[]", case_ids, sender)
+    return {str(r["case_id"]) for r in rows}
 
 
 async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
@@ -225,26 +302,29 @@ async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
     return bool(last == "case.solved")
 
 
-async def _open_case(conn: asyncpg.Connection, customer_keys: tuple[str, ...],
-                     subject_key: str | None, since: datetime | None) -> str | None:
-    """The customer's most recent case that is not solved (same subject, recent, if given)."""
+async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
+                      subject_keys: tuple[str, ...] | None, since: datetime | None) -> list[str]:
+    """The customer's most recent case that is not solved (same subject, recent, if given):
+    none or one. Keys are keyed forms."""
     rows = await conn.fetch(
         "SELECT case_id FROM intake_case WHERE customer_keys && $1::text[]"
-        " AND ($2::text IS NULL OR subject_key = $2) AND ($3::timestamptz IS NULL"
+        " AND ($2::text[] IS NULL OR subject_key = ANY($2::text[])) AND ($3::timestamptz IS NULL"
         " OR last_contact_at >= $3) ORDER BY last_contact_at DESC LIMIT 5",
-        list(customer_keys), subject_key, since)
+        customer_keys, list(subject_keys) if subject_keys is not None else None, since)
     for row in rows:
         if not await _solved(conn, row["case_id"]):
-            return str(row["case_id"])
-    return None
+            return [str(row["case_id"])]
+    return []
 
 
-async def _burst_contact(conn: asyncpg.Connection, contact: core.IncomingContact, case_id: str,
-                         burst_seconds: float) -> str | None:
+async def _burst_contact(conn: asyncpg.Connection, ring: Keyring, contact: core.IncomingContact,
+                         case_id: str, burst_seconds: float) -> str | None:
     """The session's contact this message joins: close to the last one, no agent reply since."""
     row = await conn.fetchrow(
         "SELECT contact_id, contact_started_at, last_message_at FROM intake_chat_session"
-        " WHERE session_id = $1 AND case_id = $2", contact.lookup_keys[0], case_id)
+        " WHERE session_id = ANY($1::text[]) AND case_id = $2"
+        " ORDER BY last_message_at DESC LIMIT 1", list(ring.forms(contact.lookup_keys[0])),
+        case_id)
     if row is None or contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
         return None
     replied = await conn.fetchval(
@@ -270,6 +350,33 @@ async def _directory(conn: asyncpg.Connection,
                           tuple(row["phones"]), row["tier"], row["verified"])
 
 
+def _lenient(model: type[Contract]) -> type[Contract]:
+    """`model`, whose JSON may hold escaped lone surrogates ("\\ud83d" from a front-end that
+    cut an emoji in half): pydantic's parser refuses them, Python's reads them, and intake
+    cleans them (safe_text.storable) instead of dead-lettering the contact."""
+
+    def model_validate_json(cls: type[Contract], data: Any, **kwargs: Any) -> Contract:
+        try:
+            return model.model_validate_json(data, **kwargs)
+        except ValidationError as exc:
+            if not any("surrogate" in e["msg"] or "hex escape" in e["msg"]
+                       for e in exc.errors() if e["type"] == "json_invalid"):
+                raise
+            try:
+                tree = json.loads(data)
+            except (ValueError, RecursionError):
+                raise exc from None
+            return model.model_validate(storable_tree(tree, without_surrogates), **kwargs)
+
+    return type(model.__name__, (model,), {
+        "__module__": model.__module__, "__doc__": model.__doc__,
+        "model_validate_json": classmethod(model_validate_json)})
+
+
+INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
+    topic: {t: _lenient(m) for t, m in models.items()} for topic, models in INBOUND_TOPICS.items()}
+
+
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
 
@@ -284,7 +391,7 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
 
     runtime.startup.append(start_workers)
     runtime.background.append(stop_workers_on_shutdown)
-    for topic, models in INBOUND_TOPICS.items():
+    for topic, models in INBOUND_MODELS.items():
         # An email may take up to the parse deadline: smaller batches keep a batch of them well
         # inside the consumer's poll interval.
         runtime.subscribe(Route(topic, models, {t: handler for t in models},

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 
 from services.intake import identity
 from services.intake.adapters import AdapterError, adapt
+from services.intake.authres import sender_authentication
 from services.intake.email_parsing import EmailLimits, EmailRejected, parse_email
+from services.intake.safe_text import storable_tree
 from services.intake.subjects import case_reference, normalise_subject, reference_in
 from shared.contracts import inbound as ib
 from shared.contracts.base import Contract, derive_event_id
@@ -33,11 +35,13 @@ from shared.contracts.case_events import (
 )
 from shared.contracts.inbound import Channel, CustomerIdentity
 from shared.events import CaseEvent, Decision
+from shared.keys import Keyring, keyring
 from shared.redaction import redact, redact_tree
 
 MAX_TEXT = ib.MAX_TEXT
 # Ids Switchboard derives itself: never customer text, and redaction must not alter them.
-_OUR_IDS = frozenset({"case_id", "contact_id", "reference", "sha256", "channel", "source_type"})
+_OUR_IDS = frozenset({"case_id", "contact_id", "reference", "sha256", "channel", "source_type",
+                      "related_case_id"})
 
 
 class Unprocessable(ValueError):
@@ -49,6 +53,13 @@ class IntakeConfig:
     email_limits: EmailLimits = field(default_factory=EmailLimits)
     phone_region: str = "US"
     redaction_patterns: tuple[re.Pattern[str], ...] = ()
+    # The key of case tokens (and of the identifiers the app stores); None: the process's own.
+    keys: Keyring | None = None
+    # Authentication-Results are read only from these authserv-ids (authres.py).
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+    def ring(self) -> Keyring:
+        return self.keys if self.keys is not None else keyring()
 
 
 DEFAULT_CONFIG = IntakeConfig()
@@ -84,6 +95,10 @@ class IncomingContact:
     adds_to_contact: str | None = None
     # A chat message: may join the session's contact if it is part of a burst.
     may_join_burst: bool = False
+    # The front-end vouches that this message belongs to the thread it names (EmailReceived).
+    vouched: bool = False
+    # What a trusted MTA found about the email's sender: "pass", "fail" or None (authres.py).
+    sender_auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,42 @@ class Thread:
     duplicate: bool = False
     burst_contact_id: str | None = None  # the chat contact this message joins
     directory: identity.DirectoryEntry | None = None
+    # A case the contact named (by message id or token) but may not join: the new case it
+    # opens is linked to it (`case.opened.related_case_id`).
+    related_case_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A case the app found for a contact, and whether the sender is one of its participants
+    (one of the case's customer keys is the sender's)."""
+
+    case_id: str
+    how: str  # thread | reference | subject-window | customer
+    participant: bool
+
+
+def may_join(contact: IncomingContact, candidate: Candidate) -> bool:
+    """Whether a contact may join a case it found: the rule that keeps cases from being hijacked.
+
+    - Email names its thread with headers and a subject anyone can write: it joins only a case
+      whose participants include its sender, and not when a trusted MTA found the From address
+      forged (DMARC fail), unless the front-end vouches for it (`EmailReceived.vouched`).
+    - Chat session and call ids are the front-end's own: their events join their case. A chat
+      joins the customer's *other* open case (INTAKE_CHAT_JOINS_OPEN_CASE) only for a customer
+      the front-end signed in (`customer.verified`): an address typed into a pre-chat form is
+      not evidence.
+    - Automated mail never reopens a case and carries no customer text: it is recorded as
+      activity on the case it names, whoever sent it.
+    Otherwise the contact opens a new case linked to the one it named.
+    """
+    if contact.automated:
+        return True
+    if contact.channel != "email":
+        return candidate.how != "customer" or contact.customer.verified
+    if contact.vouched:
+        return True
+    return candidate.participant and contact.sender_auth != "fail"
 
 
 def understand(event_type: str, payload: Any, received_at: datetime,
@@ -150,6 +201,10 @@ def _email(p: ib.EmailReceived, now: datetime, config: IntakeConfig) -> Incoming
         f"email:{m}" for m in [*mail.in_reply_to, *reversed(mail.references)]
         if f"email:{m}" not in own))
     details = {"mailbox": p.mailbox}
+    auth = sender_authentication(mail.authentication_results, config.trusted_authserv_ids,
+                                 mail.from_address)
+    if auth is not None:
+        details["sender_authentication"] = auth
     if mail.defects:
         details["defects"] = ",".join(mail.defects)[:1000]
     if mail.automated_reason:
@@ -160,11 +215,15 @@ def _email(p: ib.EmailReceived, now: datetime, config: IntakeConfig) -> Incoming
         channel="email", source_type="email.received", lookup_keys=related, own_keys=own,
         at=p.received_at or now,
         customer=CustomerIdentity(name=_short(mail.from_name, 256),
-                                  email=_short(mail.from_address, 320)),
+                                  email=_short(mail.from_address, 320),
+                                  # verified only when a trusted MTA found DMARC (or DKIM of
+                                  # the From domain) passing, or the front-end vouches for it
+                                  verified=auth == "pass" or p.vouched),
         subject=_short(mail.subject, 998), text=visible,
         full_text=full if full != visible else None, attachments=mail.attachments,
         details=details, automated=mail.automated, may_open_case=not mail.automated,
         dedup_key=own[0] if own else None, reference=reference_in(mail.subject),
+        vouched=p.vouched, sender_auth=auth,
         # Kept at rest in intake_case: normalised from the redacted subject.
         subject_key=normalise_subject(redact(mail.subject or "", config.redaction_patterns)),
     )
@@ -284,7 +343,8 @@ def decide(
         case_id = new_case_id(cause_id)
         add("case.opened", CaseOpened(
             case_id=case_id, channel=contact.channel, customer=customer, subject=contact.subject,
-            opened_at=contact.at, reference=case_reference(case_id)))
+            opened_at=contact.at, reference=case_reference(case_id, config.ring()),
+            related_case_id=thread.related_case_id))
     if contact.automated or contact.text is None:
         details = dict(contact.details)
         if contact.automated:
@@ -315,8 +375,10 @@ def decide(
 
 
 def _redacted(data: Contract, config: IntakeConfig) -> Contract:
-    """The event body with every string redacted except the ids Switchboard derived."""
-    clean = redact_tree(data.model_dump(), _OUR_IDS, config.redaction_patterns)
+    """The event body fit for PostgreSQL (`storable`: before redaction, so a card number with
+    U+0000 between its digits is seen whole) with every string redacted except the ids
+    Switchboard derived."""
+    clean = redact_tree(storable_tree(data.model_dump()), _OUR_IDS, config.redaction_patterns)
     try:
         return type(data).model_validate(clean)
     except ValidationError as exc:

@@ -91,6 +91,8 @@ class ParsedEmail:
     automated: bool = False
     automated_reason: str | None = None
     defects: list[str] = field(default_factory=list)
+    # Authentication-Results fields as read (capped), topmost first; authres.py judges them.
+    authentication_results: list[str] = field(default_factory=list)
 
 
 def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
@@ -125,6 +127,7 @@ def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
         text=text, visible_text=visible, attachments=attachments,
         automated=reason is not None, automated_reason=reason,
         defects=sorted(set(defects + notes)),
+        authentication_results=_raw_headers(message, "Authentication-Results", 20),
     )
 
 
@@ -308,6 +311,11 @@ def _raw_header(message: Message, name: str) -> str:
     """The first `name` header as read from the source (capped and valid Unicode, unparsed)."""
     wanted = name.lower()
     return next((str(v) for k, v in message.raw_items() if k.lower() == wanted), "")
+
+
+def _raw_headers(message: Message, name: str, limit: int) -> list[str]:
+    wanted = name.lower()
+    return [str(v) for k, v in message.raw_items() if k.lower() == wanted][:limit]
 
 
 def _decoded_phrase(text: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
+from services.intake.safe_text import storable
 from shared.contracts.inbound import CustomerIdentity
 
 
@@ -207,9 +208,17 @@ def normalise_phone(number: str | None, region: str) -> str | None:
 
 
 def normalise(customer: CustomerIdentity, region: str) -> CustomerIdentity:
+    """Addresses and numbers in one form; every field fit for PostgreSQL (it is looked up in the
+    directory and kept in events)."""
+    email = storable(customer.email) if customer.email else customer.email
+    phone = storable(customer.phone) if customer.phone else customer.phone
     return customer.model_copy(update={
-        "email": normalise_email(customer.email) or customer.email,
-        "phone": normalise_phone(customer.phone, region) or customer.phone,
+        "email": normalise_email(email) or email,
+        "phone": normalise_phone(phone, region) or phone,
+        "name": storable(customer.name) if customer.name else customer.name,
+        "external_id": storable(customer.external_id) if customer.external_id
+        else customer.external_id,
+        "tier": storable(customer.tier) if customer.tier else customer.tier,
     })
 
 
@@ -226,12 +235,16 @@ def customer_keys(customer: CustomerIdentity) -> tuple[str, ...]:
 
 
 def with_directory(customer: CustomerIdentity, entry: DirectoryEntry | None) -> CustomerIdentity:
-    """The customer as the directory knows them; `verified` only from a verified entry."""
+    """The customer as the directory knows them.
+
+    `verified` stays what the contact itself proved (a front-end's signed-in user, or a DMARC
+    pass recorded by a trusted MTA): a directory entry says who owns an address, not that this
+    message comes from them, so an unauthenticated From header never becomes verified."""
     if entry is None:
         return customer
     return customer.model_copy(update={
         "external_id": entry.customer_id,
         "name": customer.name or (entry.names[0] if entry.names else None),
         "tier": entry.tier,
-        "verified": customer.verified or entry.verified,
+        "verified": customer.verified,
     })

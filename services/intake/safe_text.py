@@ -7,6 +7,11 @@ regular expression that could backtrack, or the database:
   decoded again as UTF-8 (RFC 6532 headers) or Windows-1252, so "café" stays "café".
 - `without_controls`: C0 control characters carry no meaning in customer text, and canonical
   JSON writes each as six bytes (`\\u0001`), so 200 kB of them made a 1.2 MB event.
+- `storable` (and `storable_tree` for a whole event body): what PostgreSQL refuses is gone.
+  A `text` column takes no U+0000 and `jsonb` no `\\u0000`; neither takes a lone surrogate.
+  Chat and voice front-ends send JSON strings that may hold both, and a UTF-16 body or header
+  labelled us-ascii decodes into text full of U+0000: every event body and every value intake
+  keeps or looks up is cleaned, so the contact is handled instead of dead-lettered.
 - `one_line`: subjects and names are one line (a decoded `=0A` is an attack on whoever puts the
   subject into a header later).
 - `split_reply_bounded`: `reply_text.split_reply` with lines that no quote header can be
@@ -16,6 +21,8 @@ regular expression that could backtrack, or the database:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from services.intake.reply_text import ReplyParts, split_reply
 
@@ -46,6 +53,30 @@ def valid_unicode(text: str) -> str:
     replaced = decoded.count("\ufffd") - raw.count("\ufffd".encode())  # invalid sequences
     good = len(decoded) - len(decoded.encode("ascii", "ignore")) - replaced
     return decoded if good and 2 * good >= replaced else raw.decode("cp1252", "replace")
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL's text and jsonb take it: valid Unicode, no U+0000 (removed, so
+    "4\x001\x001\x001…" from a mislabelled UTF-16 body reads, and is redacted, as digits)."""
+    text = valid_unicode(text)
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def storable_tree(value: Any, clean: Callable[[str], str] = storable) -> Any:
+    """Every string of a JSON-like tree (keys too) `storable` (or `clean`)."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {clean(k) if isinstance(k, str) else k: storable_tree(v, clean)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_tree(v, clean) for v in value]
+    return value
+
+
+def without_surrogates(text: str) -> str:
+    """Lone surrogates (JSON "\\ud83d" from half an emoji) as U+FFFD, nothing else changed."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def without_controls(text: str) -> str:

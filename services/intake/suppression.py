@@ -7,6 +7,11 @@ body). `switchboard intake suppressed list` shows them with counts by reason, an
 `switchboard intake suppressed release ID` marks one released and re-submits it to intake as an
 email built from the record; intake then treats that message as a person's and opens a case.
 
+Message ids are kept only as keyed hashes (`shared.keys`), like every identifier intake stores:
+the re-submitted email therefore carries a Message-ID of its own (`<suppression-id@switchboard.
+invalid>`, remembered as `release_key`), and intake, recognising it, files the case under the
+original message's key and looks up the original thread keys from the record.
+
 Pure functions (`record`, `release_email`) and the few SQL statements the app and the command
 need.
 """
@@ -19,7 +24,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+from services.intake.safe_text import storable
 from shared.contracts.base import derive_event_id
+from shared.keys import Keyring, keyring
 from shared.redaction import redact
 
 if TYPE_CHECKING:
@@ -34,13 +41,13 @@ MAX_TEXT = 100_000
 @dataclass(frozen=True)
 class Suppressed:
     suppression_id: str
-    message_key: str | None
+    message_key: str | None  # keyed hash of "email:<Message-ID>"
     mailbox: str
     sender: str | None
     sender_name: str | None
     subject: str | None
     reason: str
-    related_keys: tuple[str, ...]
+    related_keys: tuple[str, ...]  # keyed hashes of the In-Reply-To / References keys
     text: str
     received_at: datetime
     recorded_at: datetime | None = None
@@ -49,20 +56,24 @@ class Suppressed:
 
 
 def record(contact: IncomingContact, cause_id: str, config: IntakeConfig) -> Suppressed:
-    """The suppression record of an automated email that belongs to no case (redacted)."""
+    """The suppression record of an automated email that belongs to no case: redacted text,
+    keyed message ids, nothing PostgreSQL refuses."""
     patterns = config.redaction_patterns
+    ring = config.ring()
 
     def clean(text: str | None) -> str | None:
-        return redact(text, patterns) if text else text
+        return redact(storable(text), patterns) if text else text
 
     return Suppressed(
         suppression_id=f"suppressed-{derive_event_id(cause_id, 'suppressed')}",
-        message_key=contact.dedup_key, mailbox=contact.details.get("mailbox", ""),
+        message_key=ring.stored(contact.dedup_key) if contact.dedup_key else None,
+        mailbox=clean(contact.details.get("mailbox", "")) or "",
         sender=clean(contact.customer.email), sender_name=clean(contact.customer.name),
         subject=clean(contact.subject),
-        reason=contact.details.get("automated_reason", "automated"),
-        related_keys=tuple(k for k in contact.lookup_keys if k.startswith("email:")),
-        text=redact((contact.full_text or contact.text or "")[:MAX_TEXT], patterns),
+        reason=clean(contact.details.get("automated_reason", "automated")) or "automated",
+        related_keys=tuple(ring.stored(k) for k in contact.lookup_keys
+                           if k.startswith("email:")),
+        text=clean((contact.full_text or contact.text or "")[:MAX_TEXT]) or "",
         received_at=contact.at)
 
 
@@ -76,19 +87,24 @@ def release_email(s: Suppressed, message_id: str | None = None) -> bytes:
     mail["Subject"] = s.subject or ""
     mail["Date"] = format_datetime(s.received_at)
     mail["Message-ID"] = message_id or release_message_id(s)
-    related = [k.removeprefix("email:") for k in s.related_keys]
-    if related:
-        mail["In-Reply-To"] = related[0]
-        mail["References"] = " ".join(reversed(related))
+    # No In-Reply-To / References: the record keeps only keyed hashes of them, which intake
+    # looks up itself when it recognises the re-submission.
     mail[RELEASE_HEADER] = s.suppression_id
     mail.set_content(s.text or "(no text)")
     return bytes(mail)
 
 
 def release_message_id(s: Suppressed) -> str:
-    if s.message_key:
-        return s.message_key.removeprefix("email:")
     return f"<{s.suppression_id}@switchboard.invalid>"
+
+
+@dataclass(frozen=True)
+class Released:
+    """A released record, as intake needs it when its re-submission arrives."""
+
+    suppression_id: str
+    message_key: str | None  # the original message's keyed key: the case is filed under it
+    related_keys: tuple[str, ...]  # keyed thread keys, looked up like In-Reply-To
 
 
 def as_person(contact: IncomingContact, suppression_id: str) -> IncomingContact:
@@ -103,6 +119,7 @@ _COLUMNS = ("suppression_id, message_key, mailbox, sender, sender_name, subject,
             " related_keys, text, received_at, recorded_at, released_at, released_by")
 
 
+
 async def store(conn: asyncpg.Connection, s: Suppressed) -> None:
     await conn.execute(
         "INSERT INTO intake_suppressed (suppression_id, message_key, mailbox, sender,"
@@ -113,14 +130,18 @@ async def store(conn: asyncpg.Connection, s: Suppressed) -> None:
         s.reason, list(s.related_keys), s.text, s.received_at)
 
 
-async def released(conn: asyncpg.Connection, message_key: str | None) -> str | None:
-    """The released suppression this message re-submits, if any."""
+async def released(conn: asyncpg.Connection, message_key: str | None,
+                   ring: Keyring | None = None) -> Released | None:
+    """The released suppression this message (its "email:<Message-ID>") re-submits, if any."""
     if not message_key:
         return None
-    value = await conn.fetchval(
-        "SELECT suppression_id FROM intake_suppressed WHERE message_key = $1"
-        " AND released_at IS NOT NULL ORDER BY released_at DESC LIMIT 1", message_key)
-    return str(value) if value is not None else None
+    row = await conn.fetchrow(
+        "SELECT suppression_id, message_key, related_keys FROM intake_suppressed"
+        " WHERE release_key = ANY($1::text[]) AND released_at IS NOT NULL"
+        " ORDER BY released_at DESC LIMIT 1", list((ring or keyring()).forms(message_key)))
+    if row is None:
+        return None
+    return Released(row["suppression_id"], row["message_key"], tuple(row["related_keys"] or ()))
 
 
 async def listing(conn: asyncpg.Connection, include_released: bool = False,
@@ -156,16 +177,15 @@ async def get(conn: asyncpg.Connection, suppression_id: str) -> Suppressed | Non
 
 
 async def mark_released(conn: asyncpg.Connection, s: Suppressed, by: str,
-                        now: datetime) -> Suppressed:
-    """Mark the record released; a record without a Message-ID gets the one its re-submission
-    carries, so intake recognises it."""
-    key = s.message_key or f"email:{release_message_id(s)}"
+                        now: datetime, ring: Keyring | None = None) -> Suppressed:
+    """Mark the record released, with the key of the Message-ID its re-submission carries, so
+    intake recognises it."""
+    key = (ring or keyring()).stored(f"email:{release_message_id(s)}")
     await conn.execute(
         "UPDATE intake_suppressed SET released_at = coalesce(released_at, $2),"
-        " released_by = coalesce(released_by, $3), message_key = $4"
+        " released_by = coalesce(released_by, $3), release_key = coalesce(release_key, $4)"
         " WHERE suppression_id = $1", s.suppression_id, now, by, key)
-    return replace(s, message_key=key, released_at=s.released_at or now,
-                   released_by=s.released_by or by)
+    return replace(s, released_at=s.released_at or now, released_by=s.released_by or by)
 
 
 def _row(r: Any) -> Suppressed:

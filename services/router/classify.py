@@ -20,6 +20,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from services.router.policy import RoutingPolicy, Taxonomy
 from shared.contracts.case_events import CaseClassified, ContactReceived, Priority
 from shared.contracts.inbound import CustomerIdentity
+from shared.keys import keyring
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 # Bounds that keep classification's cost independent of the contact's length: VADER is
@@ -194,14 +195,18 @@ def is_frustrated(sentiment: float, markers: Sequence[str], repeats: int = 0) ->
 
 
 def customer_key(customer: CustomerIdentity) -> str | None:
-    """Who the customer is, for repeat detection: the strongest identifier we have."""
+    """Who the customer is, for repeat detection: the strongest identifier we have, as its
+    keyed hash (`shared.keys`; kept in router_contact, so never the address or number itself).
+    After a key rotation, contacts recorded under the previous key no longer count as repeats."""
     if customer.external_id:
-        return f"id:{customer.external_id}"
-    if customer.email:
-        return f"email:{customer.email.lower()}"
-    if customer.phone:
-        return f"phone:{customer.phone}"
-    return None
+        plain = f"id:{customer.external_id}"
+    elif customer.email:
+        plain = f"email:{customer.email.lower()}"
+    elif customer.phone:
+        plain = f"phone:{customer.phone}"
+    else:
+        return None
+    return keyring().stored(plain)
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from shared.cli.contracts import contracts
 from shared.cli.dlq import dlq_group
 from shared.cli.infra import infra
 from shared.cli.intake import intake_group
+from shared.cli.keys import keys_group
 from shared.cli.setup import db, topics
 from shared.cli.sla import sla_group
 
@@ -29,3 +30,4 @@ main.add_command(contracts)
 main.add_command(classifier)
 main.add_command(sla_group)
 main.add_command(intake_group)
+main.add_command(keys_group)

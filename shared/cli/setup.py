@@ -8,7 +8,7 @@ import click
 
 from shared.caselog.migrate import MigrationRefused, migrate
 from shared.settings import get_settings
-from shared.topics_admin import create_topics
+from shared.topics_admin import provision
 
 
 @click.group()
@@ -35,8 +35,11 @@ def topics() -> None:
 @topics.command("create")
 @click.option("--partitions", type=int, default=None, help="partitions per topic")
 def topics_create(partitions: int | None) -> None:
-    """Create every Switchboard topic that does not exist yet."""
+    """Create every Switchboard topic that does not exist yet; set retention (the card-data
+    boundary: TOPIC_RETENTION_INBOUND_HOURS, TOPIC_RETENTION_DLQ_HOURS) on those that do."""
     s = get_settings()
     count = partitions or s.topic_partitions
-    created = asyncio.run(create_topics(s.kafka_bootstrap_servers, count))
-    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+    done = asyncio.run(provision(s.kafka_bootstrap_servers, count))
+    click.echo(f"created: {', '.join(done.created)}" if done.created else "all topics exist")
+    for name, config in done.updated.items():
+        click.echo(f"set on {name}: {', '.join(f'{k}={v}' for k, v in config.items())}")

@@ -31,8 +31,12 @@ class CaseOpened(Contract):
     customer: CustomerIdentity
     subject: str | None = None
     opened_at: datetime
-    # The case token customers keep in the subject ("[#SB-1A2B3C4D]"); replies find the case by it.
+    # The case token customers keep in the subject ("[#SB-1A2B3C4D5E6F]", keyed: only
+    # Switchboard can derive it); replies from the case's participants find the case by it.
     reference: str | None = None
+    # The case the contact named (reply headers, token) without being allowed to join it: its
+    # sender is not a participant of that case. Agents see the link; nothing of that case leaks.
+    related_case_id: str | None = None
 
 
 class ContactReceived(Contract):

@@ -1,6 +1,7 @@
 """The headers of a dead letter on `<topic>.dlq`.
 
-A dead letter keeps the rejected record's original bytes as its value and its original key; these
+A dead letter's value and key are a redacted copy of the rejected record's (issue 11: the original
+bytes are kept only sealed, in the `dead_letter` table; see shared/dead_letters.py); these
 headers say why it was rejected and where it came from. Header values are UTF-8 strings. Tools
 that read a dead-letter topic can validate the decoded headers with `DeadLetterHeaders`.
 """
@@ -28,8 +29,8 @@ class DeadLetterHeaders(BaseModel):
     dlq_failed_at: str = Field(json_schema_extra={"format": "date-time"},
                                description="When it was rejected (ISO 8601 with offset).")
     dlq_original_headers: str = Field(
-        description="The record's original headers as a JSON array of [name, base64 value] "
-                    "pairs, in their original order.")
+        description="The record's original headers, their values redacted, as a JSON array "
+                    "of [name, base64 value] pairs, in their original order.")
 
 
 DEAD_LETTER_HEADER_NAMES: tuple[str, ...] = tuple(DeadLetterHeaders.model_fields)

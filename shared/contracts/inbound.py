@@ -37,6 +37,11 @@ class EmailReceived(Contract):
     mailbox: str = Field(min_length=1, max_length=320)
     raw_mime: Base64Bytes
     received_at: datetime | None = None
+    # Set only by a front-end that authenticated the sender itself (a signed-in user of a portal
+    # or web form relayed as email) and checked that they may write to the case the message
+    # names: the sender is then verified and the message joins its thread without intake's
+    # participant check. Never derived from anything in the message.
+    vouched: bool = False
 
 
 # --- chat ------------------------------------------------------------------------------------

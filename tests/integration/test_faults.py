@@ -16,6 +16,7 @@ from shared.contracts.topics import INBOUND_CHAT, INBOUND_VOICE
 from shared.infra import kafka, local, postgres
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import stored_key
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, publish, wait_for
 from tests.support.services import ServiceProcesses
@@ -49,7 +50,7 @@ async def assert_each_session_logged_once(db: asyncpg.Connection, sessions: list
     async def all_logged() -> dict[str, str] | None:
         rows = await db.fetch("SELECT thread_key, case_id FROM intake_thread"
                               " WHERE thread_key = ANY($1::text[])",
-                              [f"chat:{s}" for s in sessions])
+                              [stored_key(f"chat:{s}") for s in sessions])
         if len(rows) < len(sessions):
             return None
         cases = {r["thread_key"]: r["case_id"] for r in rows}
@@ -90,7 +91,7 @@ async def test_sla_killed_while_clocks_fall_due_fires_each_breach_exactly_once(
         rows = await app_db.fetch(
             "SELECT c.case_id, c.due_at, c.state FROM sla_clock c JOIN intake_thread t"
             " ON t.case_id = c.case_id WHERE t.thread_key = ANY($1::text[])",
-            [f"call:{c}" for c in calls])
+            [stored_key(f"call:{c}") for c in calls])
         return rows if len(rows) == len(calls) else None
 
     started = await wait_for(clocks, what="three running clocks")

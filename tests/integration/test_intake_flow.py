@@ -22,7 +22,7 @@ from shared.contracts.topics import INBOUND_CHAT, INBOUND_EMAIL, INBOUND_VOICE, 
 from shared.events import CaseEvent
 from shared.infra.local import Endpoints
 from tests.support import contacts
-from tests.support.cases import case_of, wait_types
+from tests.support.cases import case_of, stored_key, wait_types
 from tests.support.intake_fixtures import fixture, load_jsonish
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
@@ -86,10 +86,21 @@ async def test_a_thread_across_two_mail_clients_is_one_case_and_a_solved_case_re
                                                                   at=datetime.now(UTC)))
     async with app_db.transaction():
         await append_events(app_db, [solved], source="test/router", trace_id=None)
+    # Someone else with the token opens a case of their own, linked to this one (issue 11) …
+    other_id = f"<{tag}.4@other.example>"
     await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(
-        contacts.raw_email(f"<{tag}.4@other.example>",
+        contacts.raw_email(other_id, f"Still broken [#{case_reference(case_id)}]",
+                           "It happened again", sender=f"M. Patel <other-{tag}@example.net>")),
+               key=tag)
+    other_case = await case_of(app_db, f"email:{other_id}")
+    assert other_case != case_id
+    [opened] = [r for r in await read_case(app_db, other_case) if r.type == "case.opened"]
+    assert opened.payload["related_case_id"] == case_id
+    # … and the customer, from her own address on another client, reopens hers.
+    await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(
+        contacts.raw_email(f"<{tag}.5@other.example>",
                            f"Still broken [#{case_reference(case_id)}]", "It happened again",
-                           sender=f"M. Patel <other-{tag}@example.net>")), key=tag)
+                           sender=sender)), key=tag)
     types = await wait_types(app_db, case_id, ["case.solved", "case.reopened"])
     assert types.index("case.solved") < types.index("case.reopened")
     assert types[types.index("case.reopened") + 1] == "contact.received"
@@ -121,7 +132,7 @@ async def test_automated_mail_opens_no_case_and_duplicates_are_absorbed(
     assert [r.type for r in await read_case(app_db, case_id)
             if r.source == "switchboard/intake"] == ["case.opened", "contact.received"]
     assert await app_db.fetchval("SELECT count(*) FROM intake_thread WHERE thread_key = $1",
-                                 f"email:{auto_id}") == 0
+                                 stored_key(f"email:{auto_id}")) == 0
 
 
 async def test_oversized_email_is_dead_lettered_with_a_precise_reason(

@@ -18,7 +18,7 @@ from shared.caselog.store import read_case
 from shared.contracts.topics import INBOUND_EMAIL
 from shared.infra.local import Endpoints
 from tests.support import contacts
-from tests.support.cases import case_of
+from tests.support.cases import case_of, stored_key
 from tests.support.kafka import cloudevent_headers, publish, wait_for
 from tests.support.services import ServiceProcesses
 
@@ -50,7 +50,7 @@ async def test_a_suppressed_bounce_is_listed_and_released_into_a_case(
     async def recorded() -> str | None:
         value: str | None = await app_db.fetchval(
             "SELECT suppression_id FROM intake_suppressed WHERE message_key = $1",
-            f"email:{message_id}")
+            stored_key(f"email:{message_id}"))
         return value
 
     suppression_id = await wait_for(recorded, what="a suppression record")
@@ -59,7 +59,7 @@ async def test_a_suppressed_bounce_is_listed_and_released_into_a_case(
     assert row["reason"] == "mailer daemon sender (mailer-daemon@)"
     assert "4111 1111 1111 1111" not in row["text"] and "[card ****1111]" in row["text"]
     assert await app_db.fetchval("SELECT count(*) FROM intake_thread WHERE thread_key = $1",
-                                 f"email:{message_id}") == 0
+                                 stored_key(f"email:{message_id}")) == 0
 
     listed = await switchboard(endpoints, "intake", "suppressed", "list", "--limit", "500")
     assert suppression_id in listed and "mailer daemon sender" in listed

@@ -19,14 +19,18 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared import dead_letters
 from shared.contracts.topics import INBOUND_CHAT, dlq
 from shared.infra.local import Endpoints
+from shared.keys import sealer_from
+from shared.settings import Settings
 from tests.support.kafka import cloudevent_headers, drained, read_all, wait_for
 from tests.support.services import ServiceProcesses
 
 pytestmark = pytest.mark.integration
 GOOD = 1_000
 SECRET = "4111 1111 1111 1111 SECRET-CUSTOMER-WORDS"
+PAN = b"4111 1111 1111 1111"
 
 
 def _structured(data_json: str, event_id: str) -> bytes:
@@ -94,20 +98,30 @@ async def test_a_poison_record_among_a_thousand_costs_only_itself(
 
     async def dead() -> list[asyncpg.Record] | None:
         rows = await app_db.fetch(
-            "SELECT d.reason, d.value FROM dead_letter d WHERE d.source_topic = $1"
+            "SELECT d.* FROM dead_letter d WHERE d.source_topic = $1"
             " AND EXISTS (SELECT 1 FROM jsonb_array_elements(d.headers) h"
             "  WHERE h->>0 = 'ce_id' AND convert_from(decode(h->>1, 'base64'), 'UTF8')"
             "  = ANY($2::text[]))", INBOUND_CHAT, ids[2:])
         structured = await app_db.fetch(
-            "SELECT reason, value FROM dead_letter WHERE source_topic = $1"
+            "SELECT * FROM dead_letter WHERE source_topic = $1"
             " AND position($2::bytea in value) > 0", INBOUND_CHAT, tag.encode())
         found = {r["value"]: r for r in [*rows, *structured]}
         return list(found.values()) if len(found) >= len(bad) else None
 
     letters = await wait_for(dead, what="the four dead letters")
     assert len(letters) == len(bad)
+    sealer = sealer_from(Settings())
+    assert sealer is not None
+    bodies = {body for _, _, body in bad}
     for row in letters:
         assert "4111" not in row["reason"] and "SECRET" not in row["reason"], row["reason"]
+        # issue 11: the row keeps a redacted copy; the original only sealed, and it opens
+        assert row["redacted"] and PAN not in bytes(row["value"]), bytes(row["value"])[:200]
+        original = dead_letters.parse_original(sealer.open(bytes(row["sealed"]), dead_letters
+                                               .binding(row["service"], row["source_topic"],
+                                                        row["source_partition"],
+                                                        row["source_offset"])))
+        assert original.value in bodies
 
     def ours(record: Any) -> bool:
         original = {k: base64.b64decode(v).decode("utf-8", "replace")
@@ -120,6 +134,7 @@ async def test_a_poison_record_among_a_thousand_costs_only_itself(
 
     for record in await wait_for(copies, what="the dead letters' copies on the DLQ topic"):
         assert "SECRET" not in record.headers["dlq_reason"]
+        assert PAN not in record.value and PAN not in (record.key or b"")  # only the redacted copy
 
     # the intake group went past every record of the partition: nothing holds it; and the
     # thousand contacts are through every service before the next test module starts

@@ -28,6 +28,7 @@ from shared.infra.local import Endpoints
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from tests.support import contacts
+from tests.support.cases import stored_key
 from tests.support.kafka import cloudevent_headers, publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,7 +74,8 @@ async def test_spans_of_one_contact_across_the_four_services_share_one_trace(
 
     async def escalated_case() -> str | None:
         case_id: str | None = await app_db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", f"call:{call_id}")
+            "SELECT case_id FROM intake_thread WHERE thread_key = $1",
+            stored_key(f"call:{call_id}"))
         if case_id is None:
             return None
         types = {r.type for r in await read_case(app_db, case_id)}

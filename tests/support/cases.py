@@ -9,14 +9,20 @@ from typing import Any
 import asyncpg
 
 from shared.caselog.store import read_case
+from shared.keys import keyring
 from tests.support.kafka import wait_for
+
+
+def stored_key(thread_key: str) -> str:
+    """How intake stores a thread key: its keyed hash (shared/keys.py), never as written."""
+    return keyring().stored(thread_key)
 
 
 async def case_of(db: asyncpg.Connection, thread_key: str) -> str:
     """The case intake filed a thread under (`email:<id>`, `chat:<session>`, `call:<id>`)."""
     async def lookup() -> str | None:
         value: str | None = await db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", thread_key)
+            "SELECT case_id FROM intake_thread WHERE thread_key = $1", stored_key(thread_key))
         return value
     found: str = await wait_for(lookup, what=f"a case for {thread_key}")
     return found

@@ -22,8 +22,8 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from services.intake import core
+from services.intake.app import INBOUND_MODELS
 from shared.clock import FrozenClock
-from shared.contracts.inbound import INBOUND_TOPICS
 from shared.outbox import OutboxRecord, record_for_event
 from shared.runtime import Rejected, Route, ServiceRuntime
 from shared.settings import Settings
@@ -50,7 +50,7 @@ def runtime() -> ServiceRuntime:
 
 
 ROUTES = {topic: Route(topic, models, {t: _noop_handler for t in models})
-          for topic, models in INBOUND_TOPICS.items()}
+          for topic, models in INBOUND_MODELS.items()}  # as intake subscribes them
 
 
 @dataclass

@@ -13,6 +13,7 @@ from services.router import policy as pol
 from services.router.classify import PriorContact, RulesClassifier, classify, customer_key
 from shared.contracts.case_events import ContactReceived
 from shared.contracts.inbound import CustomerIdentity
+from shared.keys import keyring
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 POLICY = pol.load_policy()
@@ -135,8 +136,12 @@ def test_an_explicit_supervisor_request() -> None:
 
 
 def test_customer_key_prefers_the_strongest_identifier() -> None:
-    assert customer_key(CustomerIdentity(external_id="42", email="A@x.org")) == "id:42"
-    assert customer_key(CustomerIdentity(email="A@x.org")) == "email:a@x.org"
+    # kept in router_contact: the keyed hash (shared/keys.py), never the address itself
+    ring = keyring()
+    assert customer_key(CustomerIdentity(external_id="42", email="A@x.org")) == \
+        ring.stored("id:42")
+    assert customer_key(CustomerIdentity(email="A@x.org")) == ring.stored("email:a@x.org")
+    assert "x.org" not in (customer_key(CustomerIdentity(email="A@x.org")) or "")
     assert customer_key(CustomerIdentity()) is None
 
 

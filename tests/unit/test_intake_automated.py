@@ -154,11 +154,15 @@ def test_suppressed_mail_keeps_its_reason_and_redacted_text_and_can_be_released(
     assert record == suppression.record(contact, "cause-1", core.DEFAULT_CONFIG)  # redelivery
     assert record.reason == "mailer daemon sender (mailer-daemon@)"
     assert "4111 1111 1111 1111" not in record.text and "[card ****1111]" in record.text
-    assert record.related_keys == ("email:<order-4411@shop.example>",)
+    ring = core.DEFAULT_CONFIG.ring()  # message ids are kept only keyed (issue 11)
+    assert record.related_keys == (ring.stored("email:<order-4411@shop.example>"),)
+    assert record.message_key == ring.stored(contact.dedup_key or "")
 
     resubmitted = contact_of(suppression.release_email(record))
-    assert resubmitted.dedup_key == contact.dedup_key  # intake finds the released record by it
-    assert resubmitted.lookup_keys == contact.lookup_keys  # and threads it as the original
+    # intake finds the released record by the re-submission's own Message-ID (its release_key),
+    # and threads it with the record's keyed keys (integration: test_intake_suppression.py)
+    assert resubmitted.dedup_key == f"email:<{record.suppression_id}@switchboard.invalid>"
+    assert resubmitted.lookup_keys == ()
     person = suppression.as_person(resubmitted, record.suppression_id)
     decision, case_id = core.decide(person, None, "cause-2", NOW)
     types = [e.type for e in decision.events]

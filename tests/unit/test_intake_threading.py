@@ -87,8 +87,9 @@ def test_the_directory_identifies_the_customer() -> None:
     decision, _ = core.decide(understand_email(), core.Thread(directory=entry), "e3", NOW)
     opened = decision.events[0].data
     assert isinstance(opened, CaseOpened)
+    # the directory says who owns the address, not that this unauthenticated mail is theirs
     assert (opened.customer.external_id, opened.customer.tier, opened.customer.verified) == (
-        "cust-7", "gold", True)
+        "cust-7", "gold", False)
 
 
 # --- chat --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from shared.contracts.topics import (
     SUPERVISOR_NOTIFICATIONS,
     all_topics,
 )
+from shared.keys import keyring
 
 CHANNELS = ("email", "chat", "voice")
 DLQ_TOPICS = tuple(t.name for t in all_topics() if t.name.endswith(".dlq"))
@@ -192,9 +193,11 @@ class Collector:
         keys += [f"email:{m}" for m in feed.automated]
         sessions = [s for s in (feed.duplicate_session, feed.card_session) if s]
         keys += [f"chat:{s}" for s in sessions]
-        case_of = {r["thread_key"]: r["case_id"] for r in await conn.fetch(
+        ring = keyring()  # intake stores thread keys only as keyed hashes (shared/keys.py)
+        plain = {ring.stored(k): k for k in keys}
+        case_of = {plain[r["thread_key"]]: r["case_id"] for r in await conn.fetch(
             "SELECT thread_key, case_id FROM intake_thread WHERE thread_key = ANY($1::text[])",
-            keys)}
+            list(plain))}
         if feed.follow_ups:
             joined = sum(1 for a, b in feed.follow_ups
                          if case_of.get(f"email:{a}") and
