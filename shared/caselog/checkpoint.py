@@ -10,7 +10,7 @@ BODY = {
   "format": "switchboard/case_log/checkpoint/v1",
   "n": 1, 2, ... (gap-free),
   "prev": hex SHA-256 of the previous line's JCS(BODY), 64 zeros for the first,
-  "taken_at": UTC instant, "database": name,
+  "taken_at": UTC instant, "database": name@cluster system identifier,
   "heads": [[case_id, seq, hash], ...]   the heads new or advanced since the previous checkpoint,
   "cases": number of cases, "heads_digest": hex SHA-256 over all heads (see heads_digest()),
   "unkeyed_rows": rows of hash version 1 (frozen since migration 0040),
@@ -128,8 +128,14 @@ async def read_state(conn: asyncpg.Connection) -> LogState:
         heads = {r["case_id"]: (r["seq"], r["hash"]) for r in await conn.fetch(_HEADS_SQL)}
         guards = await read_guards(conn)
         unkeyed = await conn.fetchval("SELECT count(*) FROM case_log WHERE hash_version < 2")
-        database = await conn.fetchval("SELECT current_database()")
-    return LogState(heads, guards, int(unkeyed), str(database))
+        database = await database_identity(conn)
+    return LogState(heads, guards, int(unkeyed), database)
+
+
+async def database_identity(conn: asyncpg.Connection) -> str:
+    """`<database>@<cluster's system identifier>`: which database a checkpoint file is of."""
+    return str(await conn.fetchval(
+        "SELECT current_database() || '@' || system_identifier FROM pg_control_system()"))
 
 
 async def hashes_at(conn: asyncpg.Connection, wanted: dict[str, int]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from itertools import pairwise
 import asyncpg
 
 from shared.caselog.chain import GENESIS_HASH, HASH_V1, HASH_V2, mac_matches, row_hash
-from shared.caselog.checkpoint import Checkpoint, CheckpointLog, read_guards
+from shared.caselog.checkpoint import Checkpoint, CheckpointLog, database_identity, read_guards
 from shared.caselog.keys import RowKeyring, key_source
 from shared.caselog.store import LogRow, read_case, read_cases
 
@@ -137,6 +137,10 @@ async def verify_log(
                 f"{b.body['unkeyed_rows']} between {_when(a)} and {_when(b)}")))
     now = await read_guards(conn)
     last = checkpoints.last
+    if last is not None and last.body["database"] != (here := await database_identity(conn)):
+        report.findings.append(Finding(None, None, (
+            f"the checkpoints are of database {last.body['database']}, this is {here}: "
+            "wrong checkpoint file, or the database was replaced")))
     if last is not None:
         for change in guard_changes(last.body["guards"], now):
             report.findings.append(Finding(None, None, f"{change} since {_when(last)}"))
@@ -148,7 +152,7 @@ async def verify_log(
     if case_id is not None:
         rows = await read_case(conn, case_id)
         _check_case(report, case_id, rows, keyring, checkpoints)
-        report.unkeyed_rows = int(await conn.fetchval(
+        unkeyed_now = int(await conn.fetchval(
             "SELECT count(*) FROM case_log WHERE hash_version < 2"))
     else:
         seen = set()
@@ -158,9 +162,10 @@ async def verify_log(
                 _check_case(report, rows[0].case_id, rows, keyring, checkpoints)
         for gone in sorted(set(heads) - seen):
             _check_case(report, gone, [], keyring, checkpoints)
-    if last is not None and report.unkeyed_rows != last.body["unkeyed_rows"]:
+        unkeyed_now = report.unkeyed_rows
+    if last is not None and unkeyed_now != last.body["unkeyed_rows"]:
         report.findings.append(Finding(None, None, (
-            f"{report.unkeyed_rows} unkeyed version 1 rows now, {last.body['unkeyed_rows']} "
+            f"{unkeyed_now} unkeyed version 1 rows now, {last.body['unkeyed_rows']} "
             f"at {_when(last)}: rows written or rewritten without a service's key")))
     if last is None:
         report.notes.append("no checkpoints: a deleted tail, a deleted case or a chain "

@@ -84,8 +84,9 @@ def verify(case_id: str | None, checkpoint_file: str | None, max_lines: int) -> 
             click.echo(str(finding), err=True)
         against = (f"against checkpoint #{report.checkpoint.n} ({report.checkpoint.taken_at})"
                    if report.checkpoint else "without checkpoints")
-        summary = (f"{report.cases} case chain(s), {report.rows} row(s) "
-                   f"({report.unkeyed_rows} unkeyed version 1), {against}")
+        unkeyed = (f" ({report.unkeyed_rows} of them unkeyed, version 1)"
+                   if report.unkeyed_rows else "")
+        summary = f"{report.cases} case chain(s), {report.rows} row(s){unkeyed}, {against}"
         if report.findings:
             more = len(report.findings) - max_lines
             if more > 0:
