@@ -255,8 +255,7 @@ async def take_checkpoint(
     """Read the log's state, sign what changed since the file's last checkpoint and append it.
 
     Returns the body written."""
-    signing = keys.signing
-    if signing is None:
+    if keys.signing is None:
         raise RuntimeError("no checkpoint signing key: set CASELOG_CHECKPOINT_SIGNING_KEY")
     state = await read_state(conn)
     with _LockedFile(path) as out:
@@ -266,50 +265,73 @@ async def take_checkpoint(
             raise RuntimeError("the checkpoint file does not verify: "
                                + "; ".join(previous.problems[:3]))
         signed = previous.heads
-        advanced = {c: h for c, h in state.heads.items() if c not in signed or h[0] > signed[c][0]}
-        still = await hashes_at(conn, {c: signed[c][0] for c in advanced if c in signed})
-        anomalies: list[list[str]] = []
-        delta: list[tuple[str, int, str]] = []
-        for case_id, (seq, hash_) in sorted(state.heads.items()):
-            old = signed.get(case_id)
-            if old is None:
-                delta.append((case_id, seq, hash_))
-            elif seq > old[0]:
-                if still.get(case_id) == old[1]:
-                    delta.append((case_id, seq, hash_))
-                else:
-                    anomalies.append([case_id, f"row {old[0]} changed or gone since "
-                                      f"checkpoint #{previous.signed_in[case_id]}"])
-            elif seq < old[0]:
-                anomalies.append([case_id, f"log ends at seq {seq}, signed up to {old[0]}"])
-            elif hash_ != old[1]:
-                anomalies.append([case_id, f"row {seq} changed since checkpoint "
-                                  f"#{previous.signed_in[case_id]}"])
-        anomalies += [[c, "case gone"] for c in sorted(signed) if c not in state.heads]
-        merged = dict(signed)
-        merged.update({c: (s, h) for c, s, h in delta})
-        last = previous.last
-        body: dict[str, Any] = {
-            "format": FORMAT,
-            "n": last.n + 1 if last else 1,
-            "prev": previous.last_digest,
-            "taken_at": utc_text(now or datetime.now(UTC)),
-            "database": state.database,
-            "cases": len(merged),
-            "heads_digest": heads_digest(merged),
-            "heads": delta,
-            "unkeyed_rows": state.unkeyed_rows,
-            "guards": state.guards,
-            "anomalies": anomalies,
-        }
-        payload = canonicalize(body).encode("utf-8")
-        record = {"checkpoint": body, "key": keys.signing_key_id(),
-                  "signature": b64encode(signing.sign(payload))}
-        out.append(canonicalize(record))
-    if anomalies:
+        still = await hashes_at(conn, {c: signed[c][0] for c, (seq, _) in state.heads.items()
+                                       if c in signed and seq > signed[c][0]})
+        body = next_checkpoint(previous, state, still, now or datetime.now(UTC))
+        out.append(signed_record(body, keys))
+    if body["anomalies"]:
         log.error("case log checkpoint #%s: %d case(s) already broken, e.g. %s", body["n"],
-                  len(anomalies), anomalies[0])
+                  len(body["anomalies"]), body["anomalies"][0])
     return body
+
+
+def next_checkpoint(previous: CheckpointLog, state: LogState, still: dict[str, str],
+                    now: datetime) -> dict[str, Any]:
+    """The body of the checkpoint after `previous` for the log's `state`.
+
+    `still`: for each case whose head advanced, the hash now stored at its previously signed
+    seq. A head advances only when that hash is unchanged; anything else is an anomaly, and the
+    case keeps its signed head (so `log verify` keeps reporting it)."""
+    signed = previous.heads
+    anomalies: list[list[str]] = []
+    delta: list[tuple[str, int, str]] = []
+    for case_id, (seq, hash_) in sorted(state.heads.items()):
+        old = signed.get(case_id)
+        if old is None:
+            delta.append((case_id, seq, hash_))
+        elif seq > old[0]:
+            if still.get(case_id) == old[1]:
+                delta.append((case_id, seq, hash_))
+            else:
+                anomalies.append([case_id, f"row {old[0]} changed or gone since checkpoint "
+                                  f"#{previous.signed_in[case_id]}"])
+        elif seq < old[0]:
+            anomalies.append([case_id, f"log ends at seq {seq}, signed up to {old[0]}"])
+        elif hash_ != old[1]:
+            anomalies.append([case_id, f"row {seq} changed since checkpoint "
+                              f"#{previous.signed_in[case_id]}"])
+    anomalies += [[c, "case gone"] for c in sorted(signed) if c not in state.heads]
+    merged = dict(signed)
+    merged.update({c: (s, h) for c, s, h in delta})
+    last = previous.last
+    return {
+        "format": FORMAT,
+        "n": last.n + 1 if last else 1,
+        "prev": previous.last_digest,
+        "taken_at": utc_text(now),
+        "database": state.database,
+        "cases": len(merged),
+        "heads_digest": heads_digest(merged),
+        "heads": delta,
+        "unkeyed_rows": state.unkeyed_rows,
+        "guards": state.guards,
+        "anomalies": anomalies,
+    }
+
+
+def signed_record(body: dict[str, Any], keys: CheckpointKeys) -> str:
+    """The line of the checkpoint file for `body`."""
+    if keys.signing is None:
+        raise RuntimeError("no checkpoint signing key: set CASELOG_CHECKPOINT_SIGNING_KEY")
+    signature = keys.signing.sign(canonicalize(body).encode("utf-8"))
+    return canonicalize({"checkpoint": body, "key": keys.signing_key_id(),
+                         "signature": b64encode(signature)})
+
+
+def append_record(path: Path, line: str) -> None:
+    """Append one line to the checkpoint file under its lock (tests, tools)."""
+    with _LockedFile(path) as out:
+        out.append(line)
 
 
 async def run_checkpoints(

@@ -50,7 +50,7 @@ def _prepare(value: Any) -> Any:
             if -_MAX_SAFE <= value <= _MAX_SAFE:
                 return int(value)
             raise _Slow
-        if abs(value) >= 1e-4:  # non-integral and finite (NaN/inf compare False or are integral)
+        if 1e-4 <= abs(value) < 1e16:  # non-integral, finite (NaN compares False, inf is above)
             return value
         raise _Slow
     if t is dict:

@@ -85,6 +85,15 @@ def broken(endpoints: Endpoints, path: Path, *args: str) -> str:
     return done.stderr
 
 
+async def watched_case(endpoints: Endpoints, app_db: asyncpg.Connection, path: Path,
+                       rows: int) -> tuple[str, int]:
+    """A case of `rows` rows, a checkpoint over it, and a verify that passes: (case, n)."""
+    case_id = await new_case(app_db, rows)
+    n = await checkpoint(app_db, path)
+    verified(endpoints, path, case_id)
+    return case_id, n
+
+
 async def with_trigger_off(conn: asyncpg.Connection, sql: str, *args: object) -> None:
     """The owner's (or a superuser's) way past the append-only trigger."""
     async with conn.transaction():
@@ -116,9 +125,7 @@ async def test_a_recomputed_chain_is_named_by_its_macs_and_the_checkpoint(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 4)
-    n = await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, n = await watched_case(endpoints, app_db, checkpoints, 4)
 
     await recompute_from(attacker, await read_case(app_db, case_id), first=2)
 
@@ -137,9 +144,7 @@ async def test_a_chain_recomputed_with_the_row_key_is_named_by_the_checkpoint(
 ) -> None:
     """Someone who holds a service's row key and the owner's password: the MACs are valid
     again, the signed head is not."""
-    case_id = await new_case(app_db, 3)
-    n = await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, n = await watched_case(endpoints, app_db, checkpoints, 3)
     rows = await read_case(app_db, case_id)
     key = row_keyring().verifying_key(rows[0].key_id or "")
     assert key is not None
@@ -156,9 +161,7 @@ async def test_a_deleted_tail_is_named(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 4)
-    n = await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, n = await watched_case(endpoints, app_db, checkpoints, 4)
 
     await with_trigger_off(attacker, "DELETE FROM case_log WHERE case_id = $1 AND seq >= 3",
                            case_id)
@@ -172,9 +175,7 @@ async def test_a_deleted_case_is_named_alone_and_in_the_whole_log(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 3)
-    n = await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, n = await watched_case(endpoints, app_db, checkpoints, 3)
 
     await with_trigger_off(attacker, "DELETE FROM case_log WHERE case_id = $1", case_id)
 
@@ -203,9 +204,7 @@ async def test_a_forged_row_is_named(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 2)
-    await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, _ = await watched_case(endpoints, app_db, checkpoints, 2)
     rows = await read_case(app_db, case_id)
 
     await forge_next_row(attacker, rows, rows[0].key_id, row_mac(secrets.token_bytes(32), "x"))
@@ -231,9 +230,7 @@ async def test_a_trigger_disabled_between_checkpoints_is_named(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 1)
-    first = await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, first = await watched_case(endpoints, app_db, checkpoints, 1)
 
     await attacker.execute("ALTER TABLE case_log DISABLE TRIGGER case_log_no_update_delete")
     await attacker.execute("ALTER TABLE case_log ENABLE TRIGGER case_log_no_update_delete")
@@ -249,9 +246,7 @@ async def test_a_trigger_left_disabled_is_named(
     endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
     checkpoints: Path,
 ) -> None:
-    case_id = await new_case(app_db, 1)
-    await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, _ = await watched_case(endpoints, app_db, checkpoints, 1)
     await attacker.execute("ALTER TABLE case_log DISABLE TRIGGER case_log_no_truncate")
     try:
         out = broken(endpoints, checkpoints, case_id)
@@ -267,9 +262,7 @@ async def test_a_superuser_bypassing_triggers_without_ddl_is_still_named_by_the_
 ) -> None:
     """`session_replication_role = replica` skips triggers without touching the catalog: the
     guards cannot see it (documented), the rewritten row's MAC can."""
-    case_id = await new_case(app_db, 2)
-    await checkpoint(app_db, checkpoints)
-    verified(endpoints, checkpoints, case_id)
+    case_id, _ = await watched_case(endpoints, app_db, checkpoints, 2)
     rows = await read_case(app_db, case_id)
     async with superuser_db.transaction():
         await superuser_db.execute("SET LOCAL session_replication_role = replica")
