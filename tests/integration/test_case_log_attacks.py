@@ -65,11 +65,16 @@ async def checkpoint(app_db: asyncpg.Connection, path: Path) -> int:
     return int(body["n"])
 
 
-def log_verify(endpoints: Endpoints, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def log_cli(endpoints: Endpoints, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`switchboard log ARGS` as an operator runs it, with `path` as the checkpoint file."""
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
            "CASELOG_CHECKPOINT_FILE": str(path)}
-    return subprocess.run([sys.executable, "-m", "shared.cli", "log", "verify", *args],
+    return subprocess.run([sys.executable, "-m", "shared.cli", "log", *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def log_verify(endpoints: Endpoints, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return log_cli(endpoints, path, "verify", *args)
 
 
 def verified(endpoints: Endpoints, path: Path, case_id: str) -> None:
@@ -234,7 +239,10 @@ async def test_a_trigger_disabled_between_checkpoints_is_named(
 
     await attacker.execute("ALTER TABLE case_log DISABLE TRIGGER case_log_no_update_delete")
     await attacker.execute("ALTER TABLE case_log ENABLE TRIGGER case_log_no_update_delete")
-    second = await checkpoint(app_db, checkpoints)
+    second = first + 1  # taken on demand, by the command an operator or a cron job runs
+    taken = log_cli(endpoints, checkpoints, "checkpoint")
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout.startswith(f"checkpoint #{second} at ")
 
     out = broken(endpoints, checkpoints, case_id)
     assert "BROKEN log: trigger case_log_no_update_delete changed (disabled and re-enabled, " \
@@ -278,3 +286,32 @@ async def recompute_from_without_ddl(conn: asyncpg.Connection, rows: list[LogRow
     digest = row_hash(row.prev_hash, dataclasses.replace(row, data=data), HASH_V2)
     await conn.execute("UPDATE case_log SET data = $3, hash = $4 WHERE case_id = $1 AND seq = $2",
                        row.case_id, row.seq, data, digest)
+
+
+async def test_rows_downgraded_to_the_unkeyed_version_are_named(
+    endpoints: Endpoints, app_db: asyncpg.Connection, attacker: asyncpg.Connection,
+    checkpoints: Path,
+) -> None:
+    """Rewrite a row as an unkeyed version 1 row (hash recomputed the old way, no MAC needed;
+    the constraint refuses that even to the owner, so it is dropped and put back): the row
+    follows keyed rows, the count of unkeyed rows no longer matches the checkpoint, and the
+    constraint is not the one the checkpoint recorded."""
+    case_id, n = await watched_case(endpoints, app_db, checkpoints, 2)
+    row = (await read_case(app_db, case_id))[1]
+    data = row.data.replace('"q', '"z')
+    digest = row_hash(row.prev_hash, dataclasses.replace(row, data=data))
+    update = ("UPDATE case_log SET data = $3, hash = $4, hash_version = 1, key_id = NULL,"
+              " mac = NULL WHERE case_id = $1 AND seq = $2")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await with_trigger_off(attacker, update, case_id, 2, data, digest)
+    async with attacker.transaction():
+        await attacker.execute("ALTER TABLE case_log DROP CONSTRAINT case_log_keyed_rows")
+        await with_trigger_off(attacker, update, case_id, 2, data, digest)
+        await attacker.execute(
+            "ALTER TABLE case_log ADD CONSTRAINT case_log_keyed_rows CHECK (hash_version >= 2"
+            " AND key_id IS NOT NULL AND mac IS NOT NULL) NOT VALID")
+
+    out = broken(endpoints, checkpoints, case_id)
+    assert f"BROKEN case {case_id} at seq 2: unkeyed version 1 row after keyed rows" in out
+    assert "BROKEN log: constraint case_log_keyed_rows changed (altered: xmin " in out
+    assert "unkeyed version 1 rows now" in out and f"at checkpoint #{n} (" in out
