@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     router_policy_path: str | None = None
     router_taxonomy_path: str | None = None
     router_model_path: str | None = "default"
+    # Case log tamper evidence (docs/architecture.md, "The case log"; shared/caselog/keys.py).
+    # Row keys: {"<source>[#<label>]": "<>= 32 random bytes, base64url>"}; a service needs its
+    # own, `log verify` all. Empty: development keys in <state dir>/caselog-keys.json.
+    caselog_row_keys: dict[str, str] = {}
+    # Ed25519 key (32-byte seed, base64url) of the process that takes checkpoints, and the
+    # public keys `log verify` accepts (default: the signing key's).
+    caselog_checkpoint_signing_key: str = ""
+    caselog_checkpoint_verify_keys: list[str] = []
+    # Append-only file of signed checkpoints; empty: <state dir>/caselog-checkpoints.jsonl.
+    # Put it on storage the database's owner cannot rewrite (WORM, see docs/architecture.md).
+    caselog_checkpoint_file: str = ""
+    # How often the periodic checkpoint task takes one (seconds).
+    caselog_checkpoint_interval_seconds: float = 300.0
+
     # Speeds up the services' clock in the demo (1.0 = real time).
     clock_speed: float = 1.0
 

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from shared.caselog.chain import (
+    CURRENT_HASH_VERSION,
     GENESIS_HASH,
     BrokenLink,
     ChainedFields,
-    canonical_json,
-    check_chain,
-    row_hash,
+    RowMac,
+    field,
+    hash_v2,
+    utc_text,
 )
+from shared.caselog.jcs import canonicalize
+from shared.caselog.keys import RowKeyring, row_keyring
 from shared.events import CaseEvent
 
 
 def event_data(event: CaseEvent) -> str:
-    return canonical_json(event.data.model_dump(mode="json"))
+    """The stored (and hashed) text of an event's data: RFC 8785 canonical JSON."""
+    return canonicalize(event.data.model_dump(mode="json"))
 
 
 async def append_events(
@@ -33,10 +40,12 @@ async def append_events(
 
     `events` are events (all in `trace_id`) or (event, its trace id) pairs. Per-case advisory
     locks, taken in a fixed order, serialise writers of the same case so the sequence stays
-    gap-free and the chain linear; a repeated event id is skipped, not an error.
+    gap-free and the chain linear; a repeated event id is skipped, not an error. Rows are
+    written with hash version 2 and a MAC keyed with `source`'s row key (shared.caselog.keys).
     """
     if not events:
         return []
+    key_id, key = row_keyring().signing_key(source)  # before any round trip: fail fast
     traced = [e if isinstance(e, tuple) else (e, trace_id) for e in events]
     trace_of = {e.event_id: t for e, t in reversed(traced)}
     events = [e for e, _ in traced]
@@ -56,25 +65,36 @@ async def append_events(
     }
     fresh = _first_of_each(e for e in events if e.event_id not in known)
     heads = await _heads(conn, case_ids)
+    # The writer stamps recorded_at (one instant per batch), so the hash covers it.
+    recorded_at = datetime.now(UTC)
+    recorded_field, source_field, key_field = field(utc_text(recorded_at)), field(source), \
+        field(key_id)
+    mac = RowMac(key)
+    case_fields: dict[str, bytes] = {}
     rows = []
     for event in fresh:
-        seq, prev_hash = heads.get(event.case_id, (0, GENESIS_HASH))
-        fields = ChainedFields(
-            case_id=event.case_id, seq=seq + 1, event_id=str(event.event_id), type=event.type,
-            source=source, time=event.time, trace_id=trace_of[event.event_id],
-            data=event_data(event),
-        )
-        digest = row_hash(prev_hash, fields)
-        heads[event.case_id] = (seq + 1, digest)
-        rows.append((fields.case_id, fields.seq, event.event_id, fields.type, source,
-                     fields.time, fields.trace_id, fields.data, prev_hash, digest))
+        case_id = event.case_id
+        seq, prev_hash = heads.get(case_id, (0, GENESIS_HASH))
+        seq += 1
+        case_field = case_fields.get(case_id)
+        if case_field is None:
+            case_field = case_fields[case_id] = field(case_id)
+        data = event_data(event)
+        trace = trace_of[event.event_id]
+        digest = hash_v2(prev_hash, case_field, seq, str(event.event_id), event.type,
+                         source_field, utc_text(event.time), recorded_field, trace, data,
+                         key_field)
+        heads[case_id] = (seq, digest)
+        rows.append((case_id, seq, event.event_id, event.type, source, event.time, recorded_at,
+                     trace, data, prev_hash, digest, CURRENT_HASH_VERSION, key_id,
+                     mac(digest)))
     if rows:
         await conn.copy_records_to_table("case_log", records=rows, columns=_COLUMNS)
     return fresh
 
 
-_COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "trace_id", "data",
-            "prev_hash", "hash")
+_COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "recorded_at", "trace_id",
+            "data", "prev_hash", "hash", "hash_version", "key_id", "mac")
 
 
 def _first_of_each(events: Any) -> list[CaseEvent]:
@@ -98,12 +118,14 @@ async def _heads(conn: asyncpg.Connection, case_ids: list[str]) -> dict[str, tup
     return {r["case_id"]: (r["seq"], r["hash"]) for r in rows}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LogRow(ChainedFields):
-    """A row as stored: the chained fields plus the links of the chain."""
+    """A row as stored: the chained fields plus the links of the chain and its MAC."""
 
     prev_hash: str
     hash: str
+    hash_version: int = 1
+    mac: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -112,8 +134,8 @@ class LogRow(ChainedFields):
 
 
 _ROW_SQL = (
-    "SELECT case_id, seq, event_id::text AS event_id, type, source, time, trace_id, data,"
-    " prev_hash, hash FROM case_log"
+    "SELECT case_id, seq, event_id::text AS event_id, type, source, time, recorded_at, trace_id,"
+    " data, prev_hash, hash, hash_version, key_id, mac FROM case_log"
 )
 
 
@@ -122,17 +144,45 @@ async def read_case(conn: asyncpg.Connection, case_id: str) -> list[LogRow]:
     return [LogRow(**dict(r)) for r in rows]
 
 
-async def verify_case(conn: asyncpg.Connection, case_id: str) -> BrokenLink | None:
-    rows = await read_case(conn, case_id)
-    return check_chain([(r, r.prev_hash, r.hash) for r in rows])
+async def read_cases(
+    conn: asyncpg.Connection, *, batch: int = 2_000
+) -> AsyncGenerator[list[LogRow], None]:
+    """Every case's rows, case by case in case id order, from one snapshot (a cursor in a
+    repeatable-read transaction of its own)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        current: list[LogRow] = []
+        async for r in conn.cursor(f"{_ROW_SQL} ORDER BY case_id, seq", prefetch=batch):
+            row = LogRow(**dict(r))
+            if current and current[0].case_id != row.case_id:
+                yield current
+                current = []
+            current.append(row)
+        if current:
+            yield current
 
 
-async def verify_all(conn: asyncpg.Connection) -> tuple[int, BrokenLink | None]:
-    """Verify every case's chain; return the number of cases checked and the first break."""
-    case_ids = [r["case_id"] for r in await conn.fetch(
-        "SELECT DISTINCT case_id FROM case_log ORDER BY case_id")]
-    for count, case_id in enumerate(case_ids, start=1):
-        broken = await verify_case(conn, case_id)
-        if broken is not None:
-            return count, broken
-    return len(case_ids), None
+async def verify_case(
+    conn: asyncpg.Connection, case_id: str, keyring: RowKeyring | None = None
+) -> BrokenLink | None:
+    """The first problem of one case's rows (chain and row MACs), or None."""
+    from shared.caselog.verify import check_rows
+
+    found = check_rows(await read_case(conn, case_id), keyring or row_keyring())
+    return BrokenLink(case_id, found[0].seq or 0, found[0].why) if found else None
+
+
+async def verify_all(
+    conn: asyncpg.Connection, keyring: RowKeyring | None = None
+) -> tuple[int, BrokenLink | None]:
+    """Verify every case's chain and MACs; return the number of cases checked and the first
+    break (checkpoints: shared.caselog.verify.verify_log)."""
+    from shared.caselog.verify import check_rows
+
+    count = 0
+    async with contextlib.aclosing(read_cases(conn)) as cases:
+        async for rows in cases:
+            count += 1
+            found = check_rows(rows, keyring or row_keyring())
+            if found:
+                return count, BrokenLink(rows[0].case_id, found[0].seq or 0, found[0].why)
+    return count, None
