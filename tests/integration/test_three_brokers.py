@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.caselog.store import read_case, verify_case
 from shared.contracts.topics import CASE_EVENTS, INBOUND_CHAT, all_topics
