@@ -80,6 +80,11 @@ def broker_security(settings: Settings | None = None) -> BaseSecurity | None:
                 ssl_context=context, use_ssl=context is not None)
 
 
+def bootstrap_list(bootstrap_servers: str) -> list[str]:
+    """"host:port,host:port" as a list of addresses."""
+    return [a.strip() for a in bootstrap_servers.split(",") if a.strip()]
+
+
 def make_broker(
     bootstrap_servers: str, *, client_id: str, tracer_provider: TracerProvider | None = None,
     settings: Settings | None = None,
@@ -89,7 +94,9 @@ def make_broker(
     if tracer_provider is not None:
         middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider))
     return KafkaBroker(
-        bootstrap_servers,
+        # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" (the
+        # usual KAFKA_BOOTSTRAP_SERVERS of a cluster) would never connect.
+        bootstrap_list(bootstrap_servers),
         client_id=client_id,
         enable_idempotence=True,  # implies acks="all": a record is acknowledged once replicated
         allow_auto_create_topics=False,  # topics are provisioned by `switchboard topics create`
