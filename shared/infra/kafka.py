@@ -14,12 +14,14 @@ the server certificate from shared/infra/tls.py). Node 1 keeps `<state dir>/kafk
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -459,9 +461,20 @@ def node_ids(state_dir: Path) -> list[int]:
 
 
 def stop(state_dir: Path, timeout: float = 60) -> bool:
-    """Stop every node (the others first, node 1 last). True if any was running."""
-    stopped = [stop_node(state_dir, n, timeout) for n in sorted(node_ids(state_dir), reverse=True)]
-    return any(stopped)
+    """Stop every node at once: one by one, the last ones could not finish their controlled
+    shutdown without a controller quorum and would wait for the timeout. True if any ran."""
+    pids = {n: pid for n in node_ids(state_dir)
+            if (pid := running_pid(state_dir, n)) is not None}
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for node, pid in pids.items():
+        if not terminate(pid, timeout):  # already signalled: waits, SIGKILL after timeout
+            log.warning("Kafka node %d (pid %d) ignored SIGTERM for %.0f s and was killed",
+                        node, pid, timeout)
+    for node in node_ids(state_dir):
+        Paths.of(state_dir, node).pid.unlink(missing_ok=True)
+    return bool(pids)
 
 
 def remove(state_dir: Path) -> None:
