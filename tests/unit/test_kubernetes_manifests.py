@@ -214,10 +214,14 @@ def test_each_service_has_probes_resources_a_budget_and_lag_scaling(overlay: str
     # The router is one leader and its hot standby: two, never scaled on lag.
     assert deployments["switchboard-router"]["spec"]["replicas"] == 2
     assert set(scaled) == {"switchboard-intake", "switchboard-sla", "switchboard-escalation"}
+    (config,) = _by_kind(docs, "ConfigMap").values()
     for name, s in scaled.items():
         assert s["spec"]["scaleTargetRef"]["name"] == name
         (trigger,) = s["spec"]["triggers"]
         assert trigger["type"] == "kafka"
+        # KEDA watches the brokers the services use.
+        assert trigger["metadata"]["bootstrapServers"] == \
+            config["data"]["KAFKA_BOOTSTRAP_SERVERS"]
         assert trigger["metadata"]["consumerGroup"] == name  # the runtime's group id
         assert s["spec"]["maxReplicaCount"] <= 6  # the topics' partitions
         assert trigger["authenticationRef"]["name"] in _by_kind(docs, "TriggerAuthentication")
