@@ -359,9 +359,10 @@ def client_options(state_dir: Path, layout: Layout) -> dict[str, Any]:
 
 
 def client_env(state_dir: Path, layout: Layout) -> dict[str, str]:
-    """The same as the environment variables of shared/settings.py (for infra.env)."""
+    """The same as the environment variables of shared/settings.py (for infra.env). Stated
+    for a plaintext cluster too, so that it wins over another state dir's infra.env."""
     if not layout.secure:
-        return {}
+        return {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
     users = ScramUsers.ensure(state_dir)
     return {
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
