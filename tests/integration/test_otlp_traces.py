@@ -1,5 +1,6 @@
-"""Traces received for real: the four services export OTLP/HTTP to a receiver on loopback, as
-they would to an OpenTelemetry Collector, and each contact is one trace end to end.
+"""Traces received for real: the four services export OTLP/HTTP to an OpenTelemetry Collector
+(built here from its Go modules, tests/support/otelcol), which forwards what it received to a
+decoder in this test; each contact is one trace end to end.
 
 The services run as processes with OTEL_EXPORTER=otlp and the standard OTEL_EXPORTER_OTLP_*
 variables. Two calls are placed; each breaches its SLA, escalates, and (with a 2-second
@@ -30,7 +31,7 @@ from shared.infra.local import Endpoints
 from tests.support import contacts
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, publish, wait_for
-from tests.support.otlp import ReceivedSpan, Receiver, otlp_receiver
+from tests.support.otlp import ReceivedSpan, Receiver, collector, otlp_receiver
 from tests.support.services import ServiceProcesses
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,8 @@ def traced(endpoints: Endpoints) -> Iterator[tuple[Receiver, ServiceProcesses]]:
         "rules": [{"name": "breach", "trigger": "sla.breached", "levels": [
             {"targets": ["leads"], "ack_timeout": "2s"},
             {"targets": ["duty"], "ack_timeout": "1h"}]}]}))
-    with otlp_receiver() as (receiver, url):
+    with otlp_receiver() as (receiver, decoder_url), \
+            collector(decoder_url, TEST_STATE_DIR / "logs" / "otelcol.log") as url:
         procs = ServiceProcesses(endpoints, TEST_STATE_DIR / "logs", {
             "OTEL_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": url,

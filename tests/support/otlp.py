@@ -1,20 +1,29 @@
-"""A small OTLP/HTTP trace receiver: what an OpenTelemetry Collector's `otlp` receiver accepts
-on `POST /v1/traces` (protobuf, optionally gzip), decoded with `opentelemetry-proto` and kept
-as plain span records for assertions.
+"""Receiving traces for real: the OpenTelemetry Collector, and what it exports.
 
-The services export to it with their real exporter (OTEL_EXPORTER=otlp and the standard
-OTEL_EXPORTER_OTLP_* variables), so the test sees exactly what a collector would receive.
+`collector()` runs a real OpenTelemetry Collector (core 0.165.0, built from its Go modules:
+tests/support/otelcol) with an OTLP/HTTP receiver; the services export to it with their real
+exporter (OTEL_EXPORTER=otlp and the standard OTEL_EXPORTER_OTLP_* variables). The Collector
+exports everything it received over OTLP/HTTP to `otlp_receiver()`, a small server that decodes
+`POST /v1/traces` (protobuf, gzip or not) with `opentelemetry-proto` into plain span records for
+the assertions.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -117,3 +126,65 @@ def otlp_receiver() -> Iterator[tuple[Receiver, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+COLLECTOR_DIR = Path(__file__).resolve().parent / "otelcol"
+
+
+def collector_binary() -> Path:
+    """The test Collector (tests/support/otelcol: OpenTelemetry Collector 0.165.0 core modules,
+    `otlp` receiver and `otlp_http` exporter), built once per go.sum into the user's cache."""
+    digest = hashlib.sha256((COLLECTOR_DIR / "go.sum").read_bytes()
+                            + (COLLECTOR_DIR / "main.go").read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("SWITCHBOARD_TOOLS_CACHE",
+                                Path.home() / ".cache" / "switchboard")) / "bin"
+    exe = cache / f"switchboard-otelcol-{digest}"
+    if not exe.is_file():
+        go = shutil.which("go")
+        if go is None:
+            raise RuntimeError("building the test's OpenTelemetry Collector needs Go")
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([go, "build", "-o", str(exe), "."], cwd=COLLECTOR_DIR,
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"go build of the Collector failed:\n{done.stderr[-3000:]}")
+    return exe
+
+
+@contextmanager
+def collector(forward_to: str, log: Path) -> Iterator[str]:
+    """A real OpenTelemetry Collector on loopback that receives OTLP/HTTP and exports every
+    trace it received to `forward_to` (OTLP/HTTP); its OTLP endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = log.with_suffix(".yaml")
+    config.write_text(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n"
+        f"        endpoint: 127.0.0.1:{port}\n"
+        f"exporters:\n  otlp_http:\n    endpoint: {forward_to}\n"
+        "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n"
+        "      exporters: [otlp_http]\n"
+        "  telemetry:\n    metrics:\n      level: none\n    logs:\n      level: info\n")
+    with log.open("ab") as out:
+        proc = subprocess.Popen([str(collector_binary()), f"--config={config}"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Collector exited ({proc.returncode}); see {log}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Collector did not listen on {port}; see {log}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
