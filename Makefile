@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
 .PHONY: help python setup prereqs lock lock-check infra-up infra-down run test test-unit lint \
-        typecheck schemas bench bench-e2e fuzz clean
+        typecheck schemas bench bench-e2e fuzz clean test-cluster test-k8s image
 
 help:
 	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
@@ -28,6 +28,9 @@ help:
 	@echo "make fuzz       100,000 fuzz cases through intake (random seeds; FUZZ_RANDOM=0: fixed)"
 	@echo "make lock       regenerate requirements.lock after editing pyproject.toml's dependencies"
 	@echo "make infra-down stop the local Kafka and PostgreSQL started by make run"
+	@echo "make test-cluster  the secure (SASL_SSL + TLS) and three-broker tests only (~4 min)"
+	@echo "make test-k8s   validate deploy/kubernetes (kubeconform, CRD schemas)"
+	@echo "make image      build the OCI image with podman (Containerfile)"
 	@echo "make clean      stop them and delete their data (.switchboard/ and the database's dir)"
 
 python:
@@ -62,8 +65,10 @@ lock: | python
 lock-check: | python
 	$(PYTHON) -P tools/lock.py --check
 
+# INFRA_ARGS="--secure" (Kafka SASL_SSL + PostgreSQL TLS) or "--brokers 3"; docs/operations.md.
+INFRA_ARGS ?=
 infra-up: setup prereqs
-	$(SB) infra up
+	$(SB) infra up $(INFRA_ARGS)
 	$(SB) db migrate
 	$(SB) topics create
 
@@ -78,6 +83,18 @@ test: setup prereqs
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration"
+
+# Clusters of their own: Kafka over SASL_SSL with PostgreSQL over TLS, and three brokers with one
+# killed under load.
+test-cluster: setup prereqs
+	$(PY) -m pytest -q -ra -m cluster tests/integration
+
+test-k8s: setup
+	$(PY) -m pytest -q tests/unit/test_kubernetes_manifests.py
+
+IMAGE ?= switchboard:dev
+image:
+	podman build -t $(IMAGE) -f Containerfile .
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -252,10 +252,17 @@ class OutboxRelay:
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     """Idempotent (acks from all in-sync replicas, no duplicates from the producer's own
-    retries), batching a few milliseconds, large batches for bursts."""
+    retries), batching a few milliseconds, large batches for bursts; TLS/SASL as configured."""
     return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
                             enable_idempotence=True, linger_ms=2,
-                            max_batch_size=256 * 1024, request_timeout_ms=30_000)
+                            max_batch_size=256 * 1024, request_timeout_ms=30_000,
+                            **_security())
+
+
+def _security() -> dict[str, Any]:
+    from shared.kafka import client_options  # deferred: shared.kafka imports FastStream
+
+    return client_options()
 
 
 def _key_bytes(key: str | bytes) -> bytes:

@@ -556,11 +556,14 @@ async def _connect_with_retry(url: str, say: RateLimitedLog, size: int) -> async
 
 
 async def wait_for_kafka(bootstrap_servers: str, say: RateLimitedLog) -> None:
-    """Until the brokers answer a metadata request."""
+    """Until the brokers answer a metadata request (after TLS and SASL, when configured)."""
+    from shared.kafka import client_options
+
     backoff = 0.5
     while True:
         client = AIOKafkaClient(bootstrap_servers=bootstrap_servers,
-                                client_id="switchboard-probe", request_timeout_ms=5_000)
+                                client_id="switchboard-probe", request_timeout_ms=5_000,
+                                **client_options())  # TLS/SASL as configured
         try:
             await client.bootstrap()
             return

@@ -51,6 +51,25 @@ class Settings(BaseSettings):
     # Connections per service process: consumers, the relay, timers and escalation deliveries.
     database_pool_size: int = 10
 
+    # Kafka security (docs/operations.md). PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL
+    # uses SCRAM-SHA-512 unless KAFKA_SASL_MECHANISM says SCRAM-SHA-256 or PLAIN.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # The CA bundle that signed the brokers' certificates (PEM); empty: the system's CAs.
+    # The broker's name is always checked against its certificate.
+    kafka_ssl_cafile: str = ""
+    # A client certificate and key (PEM), for brokers that require mutual TLS; optional.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    # PostgreSQL TLS needs no setting here: DATABASE_URL's `sslmode=verify-full&sslrootcert=…`
+    # or the standard PGSSLMODE / PGSSLROOTCERT / PGSSLCERT / PGSSLKEY variables (asyncpg
+    # reads both, as libpq does).
+
     # console | otlp | none
     otel_exporter: Literal["console", "otlp", "none"] = "none"
     otel_service_name: str = "switchboard"
@@ -58,6 +77,10 @@ class Settings(BaseSettings):
     # Kafka topic partitions when `switchboard topics create` provisions them: the most
     # instances of a service that can share a topic's work.
     topic_partitions: int = 6
+    # Replicas per topic and `min.insync.replicas`; 0: from the cluster's size (3 and 2 on
+    # three brokers or more, 1 and 1 on one), see shared/topics_admin.py.
+    topic_replication_factor: int = 0
+    topic_min_insync_replicas: int = 0
     # This process's name in its consumer group (static membership, KIP-345: a restarted
     # instance takes its partitions back at once). Unique per running process of a service:
     # a StatefulSet's pod name; default `<hostname>-<service>`, so two processes of one service

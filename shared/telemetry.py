@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,3 +33,28 @@ def current_trace_id() -> str | None:
     """The trace id of the span being processed, as 32 hex digits, for the case log."""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def consume_attributes(record: Any, group_id: str | None = None) -> dict[str, Any]:
+    """Messaging semantic-convention attributes (OpenTelemetry semconv 1.27+) of a span that
+    processes one Kafka record: for the per-record span the runtime opens in the record's own
+    trace (FastStream's batch spans carry the older names, and start traces of their own)."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+        "messaging.message.body.size": len(record.value or b""),
+    }
+    if group_id:
+        attributes["messaging.consumer.group.name"] = group_id
+    if record.key is not None:
+        key = record.key
+        attributes["messaging.kafka.message.key"] = (
+            key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
+    for name, value in record.headers or ():
+        if name == "ce_id" and value is not None:
+            attributes["messaging.message.id"] = value.decode("utf-8", "replace")
+    return attributes

@@ -5,6 +5,11 @@ configuration Switchboard owns (retention of the inbound and dead-letter topics)
 IncrementalAlterConfigs (KIP-339): only the named keys change, anything else an operator set on
 the topic stays. aiokafka's admin client has only the legacy AlterConfigs, which replaces a
 topic's whole configuration, so the request is built here from its protocol primitives.
+
+Replication follows the cluster: three replicas and `min.insync.replicas=2` once there are three
+brokers or more (a write is acknowledged by two, so one broker may fail without losing it or
+stopping producers), one replica on a single local broker. TOPIC_REPLICATION_FACTOR and
+TOPIC_MIN_INSYNC_REPLICAS override both.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from shared.contracts.topics import Retention, TopicSpec, all_topics
+from shared.kafka import client_options
+from shared.settings import get_settings
 
 TOPIC_RESOURCE = 2  # ConfigResource type TOPIC
 OP_SET = 0  # IncrementalAlterConfigs operation SET
@@ -30,35 +37,60 @@ class Provisioned:
     updated: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+def replication_for(brokers: int, replication_factor: int = 0,
+                    min_insync: int = 0) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `brokers`; 0 means automatic:
+    min(3, brokers) replicas, and 2 in-sync replicas when there are 3 or more (else 1)."""
+    rf = replication_factor or min(3, max(1, brokers))
+    if rf > brokers:
+        raise ValueError(f"replication factor {rf} needs {rf} brokers; the cluster has {brokers}")
+    isr = min_insync or (2 if rf >= 3 else 1)
+    if isr > rf:
+        raise ValueError(f"min.insync.replicas {isr} is more than the replication factor {rf}")
+    return rf, isr
+
+
 async def create_topics(
     bootstrap_servers: str, partitions: int, specs: list[TopicSpec] | None = None,
     retention: Retention | None = None,
+    *, replication_factor: int | None = None, min_insync_replicas: int | None = None,
 ) -> list[str]:
     """Create the missing topics and set the owned configuration of existing ones; return the
-    names created now."""
-    return (await provision(bootstrap_servers, partitions, specs, retention)).created
+    names created now. Replication: see the module."""
+    return (await provision(bootstrap_servers, partitions, specs, retention,
+                            replication_factor=replication_factor,
+                            min_insync_replicas=min_insync_replicas)).created
 
 
 async def provision(
     bootstrap_servers: str, partitions: int, specs: list[TopicSpec] | None = None,
     retention: Retention | None = None,
+    *, replication_factor: int | None = None, min_insync_replicas: int | None = None,
 ) -> Provisioned:
+    settings = get_settings()
     if specs is None:
         if retention is None:
-            from shared.settings import get_settings
-
-            s = get_settings()
-            retention = Retention(s.topic_retention_inbound_hours, s.topic_retention_dlq_hours)
+            retention = Retention(settings.topic_retention_inbound_hours,
+                                  settings.topic_retention_dlq_hours)
         specs = all_topics(retention)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="switchboard-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="switchboard-admin",
+                                **client_options())
     await admin.start()
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        rf, isr = replication_for(
+            brokers,
+            settings.topic_replication_factor if replication_factor is None
+            else replication_factor,
+            settings.topic_min_insync_replicas if min_insync_replicas is None
+            else min_insync_replicas,
+        )
         existing = set(await admin.list_topics())
         wanted = [s for s in specs if s.name not in existing]
         new = [
-            NewTopic(s.name, num_partitions=partitions, replication_factor=1,
+            NewTopic(s.name, num_partitions=partitions, replication_factor=rf,
                      topic_configs={**({"cleanup.policy": "compact"} if s.compacted else {}),
-                                    **s.config})
+                                    "min.insync.replicas": str(isr), **s.config})
             for s in wanted
         ]
         if new:

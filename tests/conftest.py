@@ -13,6 +13,7 @@ import pytest
 
 from shared.caselog.migrate import migrate
 from shared.infra.local import Endpoints
+from shared.settings import get_settings
 from shared.topics_admin import create_topics
 from tests.support.infra import TEST_STATE_DIR, start_infrastructure, stop_infrastructure
 from tests.support.services import ServiceProcesses
@@ -32,6 +33,10 @@ def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
         # Output capture is on during fixture set-up: suspend it, or the line is never seen.
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"\n[switchboard] tests use {how}")
+    # This process's own clients (settings from the environment) use the tests' pair, whatever
+    # an infra.env of `make run` says (its KAFKA_SECURITY_PROTOCOL, say).
+    os.environ.update(found.extra_env)
+    get_settings.cache_clear()
     asyncio.run(migrate(found.database_admin_url, "switchboard_app"))
     asyncio.run(create_topics(found.kafka_bootstrap_servers, partitions=3))
     yield found

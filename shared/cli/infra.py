@@ -35,8 +35,17 @@ def infra() -> None:
 @infra.command("up")
 @click.option("--fast", is_flag=True, help="fsync=off etc. on PostgreSQL: tests only.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds per part.")
-def up_cmd(fast: bool, timeout: float) -> None:
-    """Start Kafka and PostgreSQL (if not running) and write <state dir>/infra.env."""
+@click.option("--brokers", type=click.IntRange(1, 9), default=None,
+              help="Kafka nodes (KRaft, each broker and controller); default 1. With 3 or "
+                   "more, topics get 3 replicas and min.insync.replicas=2.")
+@click.option("--secure/--plaintext", default=None,
+              help="Kafka over SASL_SSL (SCRAM-SHA-512) and PostgreSQL over TLS only, with a "
+                   "local CA that clients verify; default plaintext.")
+def up_cmd(fast: bool, timeout: float, brokers: int | None, secure: bool | None) -> None:
+    """Start Kafka and PostgreSQL (if not running) and write <state dir>/infra.env.
+
+    The number of brokers and the security mode are fixed when the state dir's cluster is
+    made; to change them, `infra down --purge` first."""
     state_dir = default_state_dir()
     if _external():
         try:
@@ -48,7 +57,8 @@ def up_cmd(fast: bool, timeout: float) -> None:
         _log_to_stderr()
         timings: dict[str, float] = {}
         try:
-            endpoints = up(state_dir, fast=fast, timeout=timeout, timings=timings)
+            endpoints = up(state_dir, fast=fast, timeout=timeout, timings=timings,
+                           brokers=brokers, secure=secure)
         except InfraError as e:
             raise click.ClickException(str(e)) from e
         if "kafka_jars" in timings:
@@ -60,8 +70,9 @@ def up_cmd(fast: bool, timeout: float) -> None:
         click.echo(f"total       {timings['total']:.1f} s" + (" (fast mode)" if fast else ""))
     path = write_env_file(state_dir, endpoints)
     shown = endpoints.masked()
-    for key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
-        click.echo(f"{key}={shown[key]}")
+    for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "DATABASE_URL"):
+        if key in shown:
+            click.echo(f"{key}={shown[key]}")
     click.echo(f"env file    {path}   (mode 0600, with the passwords: set -a; . {path}; set +a)")
 
 
@@ -98,10 +109,15 @@ def status_cmd(as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"state dir   {info['state_dir']}")
-    for part in ("kafka", "postgres"):
-        p = info[part]
-        state = f"running (pid {p['pid']})" if p["running"] else "stopped"
-        click.echo(f"{part:<11} {state}, port {p['port']}, log {p['log']}")
+    for node in info["kafka"]["nodes"]:
+        state = f"running (pid {node['pid']})" if node["running"] else "stopped"
+        name = "kafka" if len(info["kafka"]["nodes"]) == 1 else f"kafka {node['node_id']}"
+        click.echo(f"{name:<11} {state}, port {node['port']}, log {node['log']}")
+    if info["kafka"]["secure"]:
+        click.echo("security    Kafka SASL_SSL (SCRAM-SHA-512), PostgreSQL TLS (verify-full)")
+    p = info["postgres"]
+    state = f"running (pid {p['pid']})" if p["running"] else "stopped"
+    click.echo(f"{'postgres':<11} {state}, port {p['port']}, log {p['log']}")
     click.echo(f"pg data     {info['postgres']['data']}")
     if info["endpoints"]:
         for key, value in info["endpoints"].items():

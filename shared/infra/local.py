@@ -3,6 +3,10 @@
 Everything lives in the caller's state dir (ports, data, pids, logs, infra.env) except the Kafka
 jars, which are cached per user (see kafka.cache_dir()), and, when running as root, PostgreSQL's
 data dir, which must be reachable by the `postgres` OS user (see postgres.server_dir()).
+
+A state dir's cluster is one Kafka node (default) or several (`brokers=3`), PLAINTEXT (default)
+or secure (`secure=True`: Kafka SASL_SSL with SCRAM-SHA-512, PostgreSQL TLS only, clients
+verifying a local CA); the choice is kept in the state dir until it is purged.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import re
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from shared.infra import kafka, postgres
+from shared.infra import kafka, postgres, tls
 from shared.infra.proc import InfraError, free_port, locked, port_in_use, write_private
 
 log = logging.getLogger("switchboard.infra")
@@ -30,31 +35,42 @@ PORTS_FILE = "ports.json"
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka_bootstrap_servers: str  # "127.0.0.1:PORT"
+    kafka_bootstrap_servers: str  # "127.0.0.1:PORT[,127.0.0.1:PORT…]"
     database_url: str  # the services' role (switchboard_app)
     database_admin_url: str  # the owner role, for migrations
     database_superuser_url: str  # postgres (tests and operators only)
+    # More settings the clients need (Kafka's KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, …).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def local(cls, kafka_port: int, postgres_port: int, pw: postgres.Passwords) -> Endpoints:
+    def local(cls, kafka_port: int | Sequence[int], postgres_port: int, pw: postgres.Passwords,
+              *, kafka_env: dict[str, str] | None = None,
+              ca_file: Path | None = None) -> Endpoints:
+        """The local pair's addresses. With `ca_file`, the database URLs require TLS and verify
+        the server's certificate and name against it (`sslmode=verify-full`)."""
         db = f"127.0.0.1:{postgres_port}/{postgres.DATABASE}"
+        query = f"?sslmode=verify-full&sslrootcert={quote(str(ca_file))}" if ca_file else ""
 
         def url(role: str, password: str) -> str:
-            return f"postgresql://{role}:{quote(password, safe='')}@{db}"
+            return f"postgresql://{role}:{quote(password, safe='')}@{db}{query}"
 
+        ports = [kafka_port] if isinstance(kafka_port, int) else list(kafka_port)
         return cls(
-            kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
+            kafka_bootstrap_servers=",".join(f"127.0.0.1:{p}" for p in ports),
             database_url=url(postgres.APP_ROLE, pw.app),
             database_admin_url=url(postgres.OWNER_ROLE, pw.owner),
             database_superuser_url=url(postgres.SUPERUSER, pw.superuser),
+            extra_env=dict(kafka_env or {}),
         )
 
     def as_env(self) -> dict[str, str]:
-        return {k.upper(): v for k, v in asdict(self).items()}
+        urls = {k.upper(): v for k, v in asdict(self).items() if k != "extra_env"}
+        return {**urls, **self.extra_env}
 
     def masked(self) -> dict[str, str]:
         """as_env() with the passwords replaced by `***`, for printing."""
-        return {k: mask_password(v) for k, v in self.as_env().items()}
+        return {k: "***" if k.endswith("PASSWORD") else mask_password(v)
+                for k, v in self.as_env().items()}
 
 
 def mask_password(url: str) -> str:
@@ -99,15 +115,62 @@ def _require_free(state_dir: Path, *ports: int) -> None:
         )
 
 
+def _layout(state_dir: Path, ports: Ports, brokers: int | None,
+            secure: bool | None) -> kafka.Layout:
+    """The state dir's cluster layout: the one it was made with, or a new one as asked."""
+    known = kafka.Layout.load(state_dir)
+    if known is None and (kafka.Paths.of(state_dir).data / "meta.properties").is_file():
+        # Made before layouts were recorded: one plaintext node.
+        known = kafka.Layout((kafka.Node(1, ports.kafka, ports.kafka_controller),))
+        known.save(state_dir)
+    if known is not None:
+        wanted = (brokers or known.brokers, known.secure if secure is None else secure)
+        if wanted != (known.brokers, known.secure):
+            raise InfraError(
+                f"{state_dir} holds a cluster of {known.brokers} broker(s), "
+                f"{'secure' if known.secure else 'plaintext'}; `switchboard infra down --purge` "
+                "first (or use another SWITCHBOARD_STATE_DIR) to make it "
+                f"{wanted[0]} broker(s), {'secure' if wanted[1] else 'plaintext'}"
+            )
+        return known
+    count = brokers or 1
+    if count < 1:
+        raise InfraError("--brokers must be 1 or more")
+    nodes = [kafka.Node(1, ports.kafka, ports.kafka_controller)]
+    taken = [ports.kafka, ports.kafka_controller, ports.postgres]
+    for node_id in range(2, count + 1):
+        broker_port = free_port(exclude=taken)
+        taken.append(broker_port)
+        controller_port = free_port(exclude=taken)
+        taken.append(controller_port)
+        nodes.append(kafka.Node(node_id, broker_port, controller_port))
+    layout = kafka.Layout(tuple(nodes), bool(secure))
+    layout.save(state_dir)
+    return layout
+
+
+def _endpoints(state_dir: Path, layout: kafka.Layout, postgres_port: int,
+               passwords: postgres.Passwords) -> Endpoints:
+    return Endpoints.local(
+        [n.broker_port for n in layout.nodes], postgres_port, passwords,
+        kafka_env=kafka.client_env(state_dir, layout),
+        ca_file=tls.TlsFiles.of(state_dir).ca if layout.secure else None,
+    )
+
+
 def up(
     state_dir: Path,
     *,
     fast: bool = False,
     timeout: float = 120,
     timings: dict[str, float] | None = None,
+    brokers: int | None = None,
+    secure: bool | None = None,
 ) -> Endpoints:
     """Start whatever is not running yet and wait until both are usable; idempotent.
 
+    `brokers` (default 1) and `secure` (default False) choose the cluster when the state dir is
+    new; for an existing one they must match what it was made with (None: whatever that was).
     `timeout` bounds each part's start-up, not the one-off jar download. `timings`, if given,
     receives the seconds each part took: "kafka_jars" (only when downloaded now), "kafka",
     "postgres" (only for parts started now) and "total".
@@ -117,20 +180,24 @@ def up(
     began = time.monotonic()
     with locked(state_dir / ".lock"):
         ports = _ensure_ports(state_dir)
+        layout = _layout(state_dir, ports, brokers, secure)
+        tls_files = tls.ensure(state_dir) if layout.secure else None
 
-        kafka_pid = kafka.running_pid(state_dir)
-        started_kafka = kafka_pid is None
+        started: dict[int, int] = {}
         kafka_began = time.monotonic()
-        if kafka_pid is None:
+        missing = [n for n in layout.nodes if kafka.running_pid(state_dir, n.node_id) is None]
+        if missing:
             t = time.monotonic()
             lib, downloaded = kafka.ensure_jars()
             if downloaded:
                 timings["kafka_jars"] = time.monotonic() - t
-            _require_free(state_dir, ports.kafka, ports.kafka_controller)
+            _require_free(state_dir, *(p for n in missing
+                                       for p in (n.broker_port, n.controller_port)))
             kafka_began = time.monotonic()
-            kafka_pid = kafka.start(state_dir, ports.kafka, ports.kafka_controller, lib)
+            for node in missing:
+                started[node.node_id] = kafka.start(state_dir, layout, node, lib)
 
-        # PostgreSQL starts while the JVM warms up: the two overlap on purpose.
+        # PostgreSQL starts while the JVMs warm up: the two overlap on purpose.
         try:
             pg_began = time.monotonic()
             started_pg = postgres.running_pid(state_dir) is None
@@ -138,7 +205,8 @@ def up(
                 postgres.retire_legacy(state_dir)
                 _require_free(state_dir, ports.postgres)
                 postgres.init(state_dir, fast=fast)
-                postgres.start(state_dir, ports.postgres, fast=fast, timeout=timeout)
+                postgres.start(state_dir, ports.postgres, fast=fast, timeout=timeout,
+                               tls=tls_files)
             elif postgres.mode(state_dir) != ("fast" if fast else "normal"):
                 log.warning(
                     "PostgreSQL already runs in %s mode; `down` first to change it",
@@ -150,19 +218,19 @@ def up(
                     f"{postgres.Paths.of(state_dir).passwords} is missing while PostgreSQL runs: "
                     "`switchboard infra down --purge` and `up` again make a new cluster"
                 )
-            endpoints = Endpoints.local(ports.kafka, ports.postgres, passwords)
+            endpoints = _endpoints(state_dir, layout, ports.postgres, passwords)
             postgres.provision(ports.postgres, passwords, deadline=time.monotonic() + timeout)
             if started_pg:
                 timings["postgres"] = time.monotonic() - pg_began
 
-            deadline = (kafka_began if started_kafka else time.monotonic()) + timeout
-            kafka.wait_ready(state_dir, kafka_pid, endpoints.kafka_bootstrap_servers, deadline)
+            deadline = (kafka_began if started else time.monotonic()) + timeout
+            kafka.wait_ready(state_dir, started, layout, deadline)
         except BaseException:
-            # A half-started broker would hold the ports and confuse the next `up`.
-            if started_kafka:
-                kafka.stop(state_dir, timeout=10)
+            # Half-started brokers would hold the ports and confuse the next `up`.
+            for node_id in started:
+                kafka.stop_node(state_dir, node_id, timeout=10)
             raise
-        if started_kafka:
+        if started:
             timings["kafka"] = time.monotonic() - kafka_began
     timings["total"] = time.monotonic() - began
     return endpoints
@@ -193,6 +261,7 @@ def down(state_dir: Path, *, timeout: float = 60, remove_data: bool = False) -> 
         if remove_data:
             postgres.remove(state_dir)
             kafka.remove(state_dir)
+            shutil.rmtree(tls.TlsFiles.of(state_dir).dir, ignore_errors=True)
             (state_dir / ENV_FILE).unlink(missing_ok=True)
 
 
@@ -209,17 +278,36 @@ def status(state_dir: Path) -> dict[str, Any]:
     state_dir = state_dir.expanduser().resolve()
     ports = _ports(state_dir)
     passwords = postgres.Passwords.load(state_dir)
-    kafka_pid = kafka.running_pid(state_dir)
+    layout = kafka.Layout.load(state_dir)
+    if layout is None and ports is not None:
+        layout = kafka.Layout((kafka.Node(1, ports.kafka, ports.kafka_controller),))
+    nodes = []
+    for node in layout.nodes if layout else ():
+        nodes.append({
+            "node_id": node.node_id,
+            "running": kafka.running_pid(state_dir, node.node_id) is not None,
+            "pid": kafka.running_pid(state_dir, node.node_id),
+            "port": node.broker_port,
+            "controller_port": node.controller_port,
+            "log": str(kafka.Paths.of(state_dir, node.node_id).log),
+        })
+    first = nodes[0] if nodes else {
+        "running": False, "pid": None, "port": None, "controller_port": None,
+        "log": str(kafka.Paths.of(state_dir).log)}
     pg_pid = postgres.running_pid(state_dir)
+    kafka_running = bool(nodes) and all(n["running"] for n in nodes)
     return {
         "state_dir": str(state_dir),
-        "running": kafka_pid is not None and pg_pid is not None,
+        "running": kafka_running and pg_pid is not None,
         "kafka": {
-            "running": kafka_pid is not None,
-            "pid": kafka_pid,
-            "port": ports.kafka if ports else None,
-            "controller_port": ports.kafka_controller if ports else None,
-            "log": str(kafka.Paths.of(state_dir).log),
+            "running": kafka_running,
+            "pid": first["pid"],
+            "port": first["port"],
+            "controller_port": first["controller_port"],
+            "log": first["log"],
+            "brokers": len(nodes) or 1,
+            "secure": bool(layout and layout.secure),
+            "nodes": nodes,
         },
         "postgres": {
             "running": pg_pid is not None,
@@ -230,8 +318,8 @@ def status(state_dir: Path) -> dict[str, Any]:
             "log": str(postgres.Paths.of(state_dir).log),
         },
         "endpoints": (
-            Endpoints.local(ports.kafka, ports.postgres, passwords).masked()
-            if ports and passwords
+            _endpoints(state_dir, layout, ports.postgres, passwords).masked()
+            if ports and passwords and layout
             else None
         ),
     }

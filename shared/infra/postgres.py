@@ -43,6 +43,7 @@ from shared.infra.proc import (
     terminate,
     write_private,
 )
+from shared.infra.tls import TlsFiles
 from shared.settings import REPO_ROOT
 
 log = logging.getLogger("switchboard.infra")
@@ -272,11 +273,20 @@ def init(state_dir: Path, *, fast: bool = False) -> bool:
     return True
 
 
-def _configure(p: Paths, port: int, fast: bool) -> None:
+def _configure(p: Paths, port: int, fast: bool, tls: TlsFiles | None = None) -> None:
     conf = f"port = {port}\n\n" + (DEPLOY_DIR / "postgresql.conf").read_text()
     if fast:
         conf += "\n" + (DEPLOY_DIR / "postgresql.fast.conf").read_text()
     hba = (DEPLOY_DIR / "pg_hba.conf").read_text()
+    if tls is not None:
+        conf += "\n" + (DEPLOY_DIR / "postgresql.tls.conf").read_text()
+        hba = (DEPLOY_DIR / "pg_hba.tls.conf").read_text()
+        # The server reads its certificate and key from its own data dir: the key 0600 and
+        # owned by the server's user, as PostgreSQL requires.
+        for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+            target = p.data / name
+            write_private(target, source.read_text())
+            _chown(target)
     for name, text in ((INCLUDE_FILE, conf), ("pg_hba.conf", hba)):
         target = p.data / name
         target.write_text(text)
@@ -291,10 +301,12 @@ def mode(state_dir: Path) -> str | None:
         return None
 
 
-def start(state_dir: Path, port: int, *, fast: bool, timeout: float) -> int:
-    """pg_ctl start -w (returns when the server accepts connections); the postmaster's pid."""
+def start(state_dir: Path, port: int, *, fast: bool, timeout: float,
+          tls: TlsFiles | None = None) -> int:
+    """pg_ctl start -w (returns when the server accepts connections); the postmaster's pid.
+    With `tls`, the server accepts TLS connections only."""
     p = Paths.of(state_dir)
-    _configure(p, port, fast)
+    _configure(p, port, fast, tls)
     p.logs.mkdir(parents=True, exist_ok=True)
     rotate(p.log)
     cmd = [str(bindir() / "pg_ctl"), "start", "-D", str(p.data), "-w",
