@@ -17,3 +17,7 @@ CREATE INDEX sla_clock_breached_due_idx ON sla_clock (due_at) WHERE state = 'bre
 -- Escalations: the live ones (open or exhausted), newest first.
 CREATE INDEX escalation_live_idx ON escalation (opened_at)
     WHERE state IN ('open', 'exhausted');
+
+-- Agents: open offers (occupancy) per agent and channel, without reading the offers' history.
+CREATE INDEX router_offer_open_idx ON router_offer (agent_id, channel)
+    WHERE state IN ('offered', 'accepted');
