@@ -13,7 +13,9 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-_MD = (MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# `breaks`: the packet's lines (Assigned, Next step) stay lines.
+_MD = (MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
+                                 "breaks": True})
        .enable("table")
        .disable(["link", "image", "autolink", "html_inline", "html_block"]))
 

@@ -186,6 +186,7 @@ class TimelineRow:
     event_id: str
     trace_id: str | None
     data: str  # pretty-printed JSON of what was hashed
+    summary: str  # one line of it, for the table
     hash: str
     prev_hash: str
     status: str  # ok | broken | unverified (after a break)
@@ -215,9 +216,28 @@ def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]]) -> list[Timel
         expected_prev = stored
         out.append(TimelineRow(seq=fields.seq, time=fields.time, type=fields.type,
                                source=fields.source, event_id=fields.event_id,
-                               trace_id=fields.trace_id, data=pretty(fields.data), hash=stored,
+                               trace_id=fields.trace_id, data=pretty(fields.data),
+                               summary=summary(fields.data), hash=stored,
                                prev_hash=prev_hash, status=status, why=why))
     return out
+
+
+SUMMARY_KEYS = ("text", "subject", "queue", "agent_id", "by", "reason", "metric", "status",
+                "outcome", "target")
+
+
+def summary(data: str, limit: int = 140) -> str:
+    """The fields a reader looks for first (`text: …`, `queue: …`), on one line."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return data[:limit]
+    if not isinstance(value, dict):
+        return str(value)[:limit]
+    parts = [f"{k}: {value[k]}" for k in SUMMARY_KEYS if isinstance(value.get(k), str | int)]
+    line = " · ".join(parts) if parts else ", ".join(sorted(value))
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def pretty(data: str) -> str:
