@@ -118,6 +118,8 @@ class KafkaWatcher:
                 await consumer.start()
                 await self._follow(consumer)
             except (KafkaError, OSError) as exc:
+                if self.hub.connected:
+                    backoff = 1.0  # it worked until now: try again soon
                 log.warning("Kafka watcher: %r; again in %.0f s", exc, backoff)
             finally:
                 self.hub.connected = False

@@ -197,6 +197,7 @@ async def test_a_supervisor_sees_a_breach_live_opens_the_packet_and_acknowledges
     # The page follows the log: the status turns acknowledged, the log row is listed.
     await page.locator('#status[data-state="acknowledged"]').wait_for()
     await page.locator('#status ~ ol li[data-type="escalation.acknowledged"]').wait_for()
+    await page.locator("#acknowledge").wait_for(state="hidden")  # nothing left to acknowledge
     await shot(page, "escalation-acknowledged")
 
     await page.goto(f"{console_url}/cases/{case_id}")

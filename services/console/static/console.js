@@ -38,11 +38,21 @@
     });
   }
 
+  // An escalation acknowledged or resolved meanwhile: no Acknowledge button any more.
+  function syncActions() {
+    var status = document.querySelector("#status[data-state]");
+    var form = document.getElementById("acknowledge-form");
+    if (status && form) {
+      form.hidden = ["open", "exhausted"].indexOf(status.dataset.state) < 0;
+    }
+  }
+
   document.querySelectorAll("[data-live]").forEach(function (el) {
     var source = new EventSource(el.dataset.live);
     source.addEventListener("fragment", function (event) {
       el.innerHTML = event.data;
       stamp(el);
+      syncActions();
       el.dataset.updates = String(Number(el.dataset.updates || 0) + 1);
       setStatus("live", "ok");
     });
