@@ -4,9 +4,10 @@ Kafka, PostgreSQL, the four services and the console as processes.
 A supervisor signs in, watches a voice breach appear on the SLA page without reloading, opens the
 escalation's warm-transfer packet (the customer's `<script>` shows as text and never runs),
 acknowledges it, and the case log gets `escalation.acknowledged` by that supervisor, with the
-timeline showing every row's chain intact. A viewer sees the same escalation but has no button,
-and a POST of their own is refused. The agents and queues pages follow the floor live. Each page is
-screenshotted into `.switchboard/test/screenshots/`.
+timeline showing every row's chain intact. A viewer sees an escalation but has no button, and a
+POST of their own is refused; a supervisor reassigns it and the router logs the transfer by them.
+The agents and queues pages follow the floor live. Each page is screenshotted into
+`.switchboard/test/screenshots/`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from services.console.users import add_user
+from shared.caselog.store import read_case
 from shared.contracts.agents import AgentProfile
 from shared.contracts.topics import AGENTS, INBOUND_VOICE
 from shared.infra.local import Endpoints
@@ -212,7 +215,7 @@ async def test_a_supervisor_sees_a_breach_live_opens_the_packet_and_acknowledges
     await page.context.close()
 
 
-async def test_a_viewer_sees_an_escalation_but_cannot_acknowledge_it(
+async def test_a_viewer_cannot_act_on_an_escalation_and_a_supervisor_reassigns_it(
     endpoints: Endpoints, console_url: str, browser: Browser, app_db: asyncpg.Connection,
 ) -> None:
     case_id = await voicemail(endpoints.kafka_bootstrap_servers, app_db,
@@ -243,6 +246,26 @@ async def test_a_viewer_sees_an_escalation_but_cannot_acknowledge_it(
     assert await app_db.fetchval("SELECT state FROM escalation WHERE escalation_id = $1",
                                  escalation_id) == "open"
     await page.context.close()
+
+    # The supervisor reassigns it instead: the router queues the case for the new skill and
+    # tier and logs who transferred it.
+    await supervisor.goto(f"{console_url}/escalations/{escalation_id}")
+    await supervisor.select_option("select[name=to_skill]", "orders")
+    await supervisor.select_option("select[name=min_tier]", "2")
+    await supervisor.fill("input[name=reason]", "needs an orders specialist")
+    await supervisor.click("#reassign")
+    await supervisor.locator(".flash-ok").wait_for()
+
+    async def transferred() -> dict[str, Any] | None:
+        decided = [r.payload for r in await read_case(app_db, case_id)
+                   if r.type == "routing.decided"]
+        return next((d for d in decided if d["trigger"] == "transferred by sup-ada"), None)
+    transfer = await wait_for(transferred, timeout=90, what="the transfer's routing decision")
+    assert transfer["queue"] == "orders-voice"
+    assert transfer["requirements"]["min_authority_tier"] == 2
+    queued = [r.payload["queue"] for r in await read_case(app_db, case_id)
+              if r.type == "case.queued"]
+    assert queued[-1] == "orders-voice"
     await supervisor.context.close()
 
 
