@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -289,11 +290,18 @@ def start_console(app_url: str, users: Path, port: int) -> subprocess.Popen[byte
            "CONSOLE_USERS_FILE": str(users), "CONSOLE_SECRET_KEY": uuid.uuid4().hex}
     proc = subprocess.Popen([sys.executable, "-m", "services.console"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        if b"Switchboard console ready on" in raw:
-            return proc
-    raise RuntimeError(f"the console exited ({proc.wait()})")
+    ready = threading.Event()
+
+    def drain() -> None:  # read its output to the end, so a full pipe never blocks it
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if b"Switchboard console ready on" in raw:
+                ready.set()
+    threading.Thread(target=drain, daemon=True).start()
+    while not ready.wait(0.2):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the console exited ({proc.returncode})")
+    return proc
 
 
 def measure(client: Client, pages: dict[str, str], repeat: int) -> dict[str, list[float]]:
