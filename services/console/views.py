@@ -250,8 +250,8 @@ def pretty(data: str) -> str:
 # --- formatting --------------------------------------------------------------------------------
 def duration(seconds: float) -> str:
     """`45s`, `12m 05s`, `3h 20m`, `2d 4h`; a leading minus when negative."""
-    sign = "-" if seconds < 0 else ""
     s = int(abs(seconds))
+    sign = "-" if seconds < 0 and s else ""
     if s < 60:
         return f"{sign}{s}s"
     if s < 3600:

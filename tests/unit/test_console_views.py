@@ -185,5 +185,6 @@ async def test_a_stream_wakes_on_its_area_or_its_case_only() -> None:
 
 
 def test_durations_read_like_a_supervisor_says_them() -> None:
-    assert [views.duration(s) for s in (0, 59, 61, 3600 + 120, 86400 * 2 + 3600 * 5, -75)] == \
-        ["0s", "59s", "1m 01s", "1h 02m", "2d 5h", "-1m 15s"]
+    assert [views.duration(s) for s in (0, 59, 61, 3600 + 120, 86400 * 2 + 3600 * 5, -75,
+                                        -0.4)] == \
+        ["0s", "59s", "1m 01s", "1h 02m", "2d 5h", "-1m 15s", "0s"]

@@ -11,8 +11,8 @@
   }
 
   function fmt(seconds) {
-    var sign = seconds < 0 ? "-" : "";
     var s = Math.floor(Math.abs(seconds));
+    var sign = seconds < 0 && s > 0 ? "-" : "";
     if (s < 60) { return sign + s + "s"; }
     if (s < 3600) { return sign + Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s"; }
     if (s < 86400) { return sign + Math.floor(s / 3600) + "h " + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m"; }
