@@ -132,27 +132,40 @@ class Reader:
     # --- SLA risk ------------------------------------------------------------------------------
     async def sla(self, page: int, now: datetime) -> dict[str, Any]:
         horizon, since = now + self.sla_horizon, now - self.breached_window
-        # Running clocks due within the horizon, and breaches of cases not solved: two branches,
-        # each over its own partial index (an OR across them would scan every clock).
-        columns = ("c.clock_id, c.case_id, c.metric, c.policy, c.rule, c.state, c.due_at,"
-                   " rc.queue, rc.state AS case_state, rc.last_agent AS agent FROM sla_clock c"
-                   " LEFT JOIN router_case rc ON rc.case_id = c.case_id")
-        risky = (f"SELECT {columns} WHERE c.state = 'running' AND c.due_at <= $1 UNION ALL"
-                 f" SELECT {columns} WHERE c.state = 'breached' AND c.due_at >= $2"
-                 " AND c.due_at <= $1 AND rc.state IS DISTINCT FROM 'solved'")
+        # Running clocks due within the horizon, and breaches of cases not solved: each branch
+        # over its own partial index. A breach's case is looked up by its key, row by row (a
+        # scalar subquery, never a join the planner could answer by reading every case), and
+        # the page's cases once the page is cut.
+        not_solved = ("(SELECT r.state FROM router_case r WHERE r.case_id = c.case_id)"
+                      " IS DISTINCT FROM 'solved'")
+        columns = "c.clock_id, c.case_id, c.metric, c.policy, c.rule, c.state, c.due_at"
+        risky = (f"SELECT {columns} FROM sla_clock c WHERE c.state = 'running'"
+                 f" AND c.due_at <= $1 UNION ALL SELECT {columns} FROM sla_clock c"
+                 f" WHERE c.state = 'breached' AND c.due_at >= $2 AND c.due_at <= $1"
+                 f" AND {not_solved}")
         async with self.pool.acquire() as conn:
             counts = await conn.fetchrow(
-                "SELECT count(*) FILTER (WHERE state = 'running' AND due_at > $3) AS due_soon,"
-                " count(*) FILTER (WHERE state = 'running' AND due_at <= $3) AS overdue,"
-                f" count(*) FILTER (WHERE state = 'breached') AS breached FROM ({risky}) r",
-                horizon, since, now)
+                "SELECT (SELECT count(*) FROM sla_clock WHERE state = 'running' AND due_at > $3"
+                " AND due_at <= $1) AS due_soon, (SELECT count(*) FROM sla_clock"
+                " WHERE state = 'running' AND due_at <= $3) AS overdue, (SELECT count(*)"
+                " FROM sla_clock c WHERE c.state = 'breached' AND c.due_at >= $2"
+                f" AND c.due_at <= $1 AND {not_solved}) AS breached", horizon, since, now)
             total = counts["due_soon"] + counts["overdue"] + counts["breached"]
             p = page_of(page, self.page_size, total)
             rows = await conn.fetch(
                 f"SELECT * FROM ({risky}) r ORDER BY due_at, case_id, metric LIMIT $3 OFFSET $4",
                 horizon, since, p.size, p.offset)
-        clocks = views.by_urgency(views.SlaRow(
-            **dict(r), seconds_left=(r["due_at"] - now).total_seconds()) for r in rows)
+            cases = {r["case_id"]: r for r in await conn.fetch(
+                "SELECT case_id, queue, state, last_agent FROM router_case"
+                " WHERE case_id = ANY($1::text[])", list({r["case_id"] for r in rows}))}
+        clocks = []
+        for r in rows:
+            case = cases.get(r["case_id"])
+            clocks.append(views.SlaRow(
+                **dict(r), seconds_left=(r["due_at"] - now).total_seconds(),
+                queue=case["queue"] if case else None, case_state=case["state"] if case else None,
+                agent=case["last_agent"] if case else None))
+        clocks = views.by_urgency(clocks)
         return {"clocks": clocks, "counts": dict(counts), "page": p,
                 "horizon_minutes": self.sla_horizon.total_seconds() / 60,
                 "breached_hours": self.breached_window.total_seconds() / 3600}
