@@ -14,11 +14,11 @@ LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
-.PHONY: help python setup prereqs lock lock-check infra-up infra-down run test test-unit lint \
-        typecheck schemas bench bench-e2e fuzz clean test-cluster test-k8s image
+.PHONY: help python setup prereqs browser lock lock-check infra-up infra-down run test \
+        test-unit lint typecheck schemas bench bench-e2e fuzz clean test-cluster test-k8s image
 
 help:
-	@echo "make run        run the system with a live demo feed (DEMO_SECONDS=N to stop after N s)"
+	@echo "make run        run the system with a live demo feed and the console (DEMO_SECONDS=N to stop after N s)"
 	@echo "make test       run every test against a real Kafka broker and PostgreSQL"
 	@echo "make test-unit  only the fast tests that need no broker or database"
 	@echo "make lint       ruff and mypy"
@@ -59,6 +59,11 @@ setup: $(STAMP)
 prereqs: | python
 	@$(PYTHON) -P shared/infra/prereqs.py java maven postgresql
 
+# The console's browser tests drive the system's Chromium (Debian's package: apt-get installs it
+# when missing, as root or with sudo); Playwright never downloads a browser of its own.
+browser: | python
+	@$(PYTHON) -P shared/infra/prereqs.py chromium
+
 lock: | python
 	$(PYTHON) -P tools/lock.py
 
@@ -78,7 +83,7 @@ infra-down: setup
 run: infra-up
 	$(PY) deploy/local/demo/run.py --seconds $(DEMO_SECONDS)
 
-test: setup prereqs
+test: setup prereqs browser
 	$(PY) -m pytest -q -ra
 
 test-unit: setup
@@ -110,6 +115,7 @@ bench: infra-up
 	$(PY) benchmarks/adversarial.py
 	$(PY) benchmarks/redaction.py
 	$(PY) benchmarks/escalation_inputs.py
+	$(PY) benchmarks/console.py
 
 # Intake's fuzzer at 10x the cases of `make test` (docs/intake.md, "Limits and bad input").
 FUZZ_RANDOM ?= 1

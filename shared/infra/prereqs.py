@@ -59,6 +59,10 @@ NEEDS = {
     "postgresql": Need(
         "postgresql", "the PostgreSQL server binaries (initdb, pg_ctl)", ("postgresql",)
     ),
+    # --- the console's browser tests (not the infrastructure): Debian's Chromium, driven by
+    # Playwright through its executable path; a test tool's own browser download never works
+    # here (closed network), so the system's package is the browser.
+    "chromium": Need("chromium", "Chromium runs the console's browser tests", ("chromium",)),
 }
 
 
@@ -119,8 +123,24 @@ def venv_ok() -> bool:
     return True
 
 
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+
+
+def chromium_path() -> str | None:
+    """The system's Chromium: CHROMIUM_PATH, else the first of CHROMIUM_NAMES on PATH."""
+    named = os.environ.get("CHROMIUM_PATH")
+    if named:
+        return named if Path(named).is_file() else None
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
 CHECKS = {
     "venv": venv_ok,
+    "chromium": lambda: chromium_path() is not None,
     "java": java_ok,
     "maven": maven_ok,
     "postgresql": lambda: postgres_bindir() is not None,

@@ -1,4 +1,5 @@
-"""The four services as child processes (`python -m services.<name>`), as in production."""
+"""The four services and the console as child processes (`python -m services.<name>`), as in
+production."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 
 from shared.settings import REPO_ROOT
 
-SERVICES = ("intake", "router", "sla", "escalation")
+SERVICES = ("intake", "router", "sla", "escalation", "console")
 READY_MARK = b"FastStream app started successfully"
+# The console is no FastStream app: it says so once it listens.
+READY_MARKS = {"console": b"Switchboard console ready on"}
 
 
 class ServiceSet:
@@ -39,7 +42,8 @@ class ServiceSet:
             log.close()
 
     def ready(self) -> set[str]:
-        return {n for n in self.procs if READY_MARK in self.log_path(n).read_bytes()}
+        return {n for n in self.procs
+                if READY_MARKS.get(n, READY_MARK) in self.log_path(n).read_bytes()}
 
     def dead(self) -> dict[str, int]:
         """Services that exited although nobody asked them to: name → exit code."""

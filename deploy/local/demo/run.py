@@ -1,8 +1,9 @@
 """`make run`: the whole system with a live demo feed, and a summary of what happened.
 
-Starts (or reuses) the local Kafka broker and PostgreSQL, the four services as processes, simulated
-front-ends and agents; prints a live summary read back from the case log and Kafka until Ctrl-C
-(or for `--seconds N`), then stops everything it started and prints the final summary.
+Starts (or reuses) the local Kafka broker and PostgreSQL, the four services and the supervisor
+console as processes, simulated front-ends and agents; prints the console's address and sign-ins
+and a live summary read back from the case log and Kafka until Ctrl-C (or for `--seconds N`), then
+stops everything it started and prints the final summary.
 
     python deploy/local/demo/run.py [--seconds N] [--seed S]
 
@@ -31,6 +32,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[3]))  # the repo, if not
 
 from agents import SimulatedAgents, close_leftovers, publish_roster
 from bus import Bus
+from console import prepare as prepare_console
 from feed import Feed
 from procs import SERVICES, ServiceSet, service_env
 from sample import load_mailbox, load_utterances
@@ -92,7 +94,9 @@ class Demo:
             "TIMER_TICK_SECONDS": os.environ.get("TIMER_TICK_SECONDS", DEMO_TIMER_TICK),
         }
         self.targets: dict[str, float] = json.loads(overrides["SLA_FIRST_RESPONSE_SECONDS"])
-        self.services = ServiceSet(service_env(endpoints.as_env(), overrides),
+        self.console = prepare_console(default_state_dir())
+        self.services = ServiceSet(service_env(endpoints.as_env(), {**overrides,
+                                                                   **self.console.env}),
                                    default_state_dir() / "logs")
         self.bus = Bus(endpoints.kafka_bootstrap_servers)
         self.collector = Collector(endpoints.database_url, endpoints.kafka_bootstrap_servers)
@@ -128,6 +132,8 @@ class Demo:
             agents = await publish_roster(self.bus)
             say(f"agents on shift: {', '.join(agents)}; SLA first-response targets"
                 f" {self.targets} s")
+            for line in self.console.lines():
+                say(line)
             return await self.feed_and_watch()
         finally:
             await self.shutdown()
@@ -244,7 +250,8 @@ class Demo:
         if self.tty:
             # Redraw in place: home the cursor, clear the screen.
             hint = "Ctrl-C to stop" if self.args.seconds <= 0 else f"{self.args.seconds:.0f} s run"
-            say("\x1b[H\x1b[2J" + full_report(snap, f"Switchboard demo, live - {hint}"))
+            say("\x1b[H\x1b[2J" + full_report(snap, f"Switchboard demo, live - {hint}") + "\n\n"
+                + "\n".join(self.console.lines()))
         else:
             say(compact_line(snap))
 
