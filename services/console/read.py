@@ -16,7 +16,6 @@ import asyncpg
 from services.console import views
 from services.console.views import OpenOffer, QueueGroup
 from services.router.policy import RoutingPolicy
-from shared.caselog.chain import ChainedFields
 from shared.caselog.store import read_case
 
 
@@ -215,9 +214,8 @@ class Reader:
     async def case_timeline(self, case_id: str) -> list[views.TimelineRow]:
         async with self.pool.acquire() as conn:
             rows = await read_case(conn, case_id)
-        return views.chain_statuses([(ChainedFields(
-            case_id=r.case_id, seq=r.seq, event_id=r.event_id, type=r.type, source=r.source,
-            time=r.time, trace_id=r.trace_id, data=r.data), r.prev_hash, r.hash) for r in rows])
+        return views.chain_statuses([(r, r.prev_hash, r.hash) for r in rows],
+                                    [r.hash_version for r in rows])
 
     async def case_state(self, case_id: str) -> dict[str, Any] | None:
         async with self.pool.acquire() as conn:

@@ -193,10 +193,13 @@ class TimelineRow:
     why: str = ""
 
 
-def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]]) -> list[TimelineRow]:
-    """Each row (fields, prev_hash, hash, in seq order) checked as `log verify` checks the case:
-    the first row that fails is `broken` with the reason; the rows after it cannot be vouched for
-    (`unverified`)."""
+def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]],
+                   versions: Sequence[int] | None = None) -> list[TimelineRow]:
+    """Each row (fields, prev_hash, hash, in seq order; `versions`: each row's hash version,
+    default 1) checked as `log verify` checks the case's chain: the first row that fails is
+    `broken` with the reason; the rows after it cannot be vouched for (`unverified`). Row MACs
+    are not checked here: the console holds no service's row key (`switchboard log verify`
+    does)."""
     out: list[TimelineRow] = []
     expected_prev = GENESIS_HASH
     broken = False
@@ -208,7 +211,7 @@ def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]]) -> list[Timel
             status, why = "broken", f"sequence gap: expected {index}"
         elif prev_hash != expected_prev:
             status, why = "broken", "prev_hash does not match previous row"
-        elif row_hash(prev_hash, fields) != stored:
+        elif _hash_of(prev_hash, fields, versions[index - 1] if versions else 1) != stored:
             status, why = "broken", "hash does not match row contents"
         else:
             status = "ok"
@@ -220,6 +223,13 @@ def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]]) -> list[Timel
                                summary=summary(fields.data), hash=stored,
                                prev_hash=prev_hash, status=status, why=why))
     return out
+
+
+def _hash_of(prev_hash: str, fields: ChainedFields, version: int) -> str | None:
+    try:
+        return row_hash(prev_hash, fields, version)
+    except ValueError:  # an unknown version, or a version 2 row without its recorded_at
+        return None
 
 
 SUMMARY_KEYS = ("text", "subject", "queue", "agent_id", "by", "reason", "metric", "status",

@@ -29,6 +29,7 @@ from shared.caselog.store import read_case
 from shared.contracts.topics import CASE_EVENTS, INBOUND_VOICE
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import stored_key
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, publish, wait_for
 from tests.support.otlp import ReceivedSpan, Receiver, collector, otlp_receiver
@@ -88,7 +89,7 @@ async def test_each_contact_is_one_trace_across_the_four_services_with_its_timer
 
     async def reescalated(call: str) -> str | None:
         case_id: str | None = await app_db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", f"call:{call}")
+            "SELECT case_id FROM intake_thread WHERE thread_key = $1", stored_key(f"call:{call}"))
         if case_id is None:
             return None
         types = {r.type for r in await read_case(app_db, case_id)}
@@ -164,7 +165,7 @@ async def test_the_per_record_spans_in_the_contact_trace_have_messaging_attribut
 
     async def handled() -> list[ReceivedSpan] | None:
         case_id = await app_db.fetchval(
-            "SELECT case_id FROM intake_thread WHERE thread_key = $1", f"call:{call}")
+            "SELECT case_id FROM intake_thread WHERE thread_key = $1", stored_key(f"call:{call}"))
         rows = await read_case(app_db, case_id) if case_id else []
         if not rows:
             return None

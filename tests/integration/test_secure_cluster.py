@@ -36,6 +36,7 @@ from shared.logs import RateLimitedLog
 from shared.outbox import make_producer
 from shared.runtime import wait_for_kafka
 from tests.support import contacts
+from tests.support.cases import stored_key
 from tests.support.clusters import client_env, cluster
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, wait_for
@@ -90,7 +91,8 @@ async def test_a_call_goes_from_intake_to_escalation_over_sasl_ssl_and_tls(
         try:
             async def escalated() -> list[str] | None:
                 case_id = await conn.fetchval(
-                    "SELECT case_id FROM intake_thread WHERE thread_key = $1", f"call:{call_id}")
+                    "SELECT case_id FROM intake_thread WHERE thread_key = $1",
+                        stored_key(f"call:{call_id}"))
                 if case_id is None:
                     return None
                 types = [r.type for r in await read_case(conn, case_id)]

@@ -28,6 +28,7 @@ from shared.contracts.topics import CASE_EVENTS, INBOUND_CHAT, all_topics
 from shared.infra import kafka, local
 from shared.infra.local import Endpoints
 from tests.support import contacts
+from tests.support.cases import stored_key
 from tests.support.clusters import cluster
 from tests.support.infra import TEST_STATE_DIR
 from tests.support.kafka import cloudevent_headers, wait_for
@@ -118,10 +119,12 @@ async def test_killing_a_broker_under_load_loses_and_doubles_nothing(three: Endp
             await asyncio.sleep(0.1)
         published_in = time.monotonic() - began
 
+        keyed = {stored_key(f"chat:{s}"): s for s in sessions}  # intake keeps keyed hashes
+
         async def all_logged() -> dict[str, str] | None:
             rows = await db.fetch("SELECT thread_key, case_id FROM intake_thread"
                                   " WHERE thread_key = ANY($1::text[])",
-                                  [f"chat:{s}" for s in sessions])
+                                  list(keyed))
             if len(rows) < len(sessions):
                 return None
             for r in rows:

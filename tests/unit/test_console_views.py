@@ -100,13 +100,15 @@ def test_sla_rows_most_overdue_first_then_least_time_left() -> None:
 
 
 # --- case timeline -----------------------------------------------------------------------------
-def _chain(n: int) -> list[tuple[ChainedFields, str, str]]:
+def _chain(n: int, version: int = 1) -> list[tuple[ChainedFields, str, str]]:
     rows, prev = [], GENESIS_HASH
     for seq in range(1, n + 1):
         fields = ChainedFields("case-1", seq, f"00000000-0000-0000-0000-00000000000{seq}",
                                "case.opened" if seq == 1 else "contact.received", "test",
-                               NOW, None, f'{{"n":{seq}}}')
-        digest = row_hash(prev, fields)
+                               NOW, None, f'{{"n":{seq}}}',
+                               recorded_at=NOW if version == 2 else None,
+                               key_id="test" if version == 2 else None)
+        digest = row_hash(prev, fields, version)
         rows.append((fields, prev, digest))
         prev = digest
     return rows
@@ -126,6 +128,16 @@ def test_a_rewritten_row_is_broken_and_the_rows_after_it_unverified_as_log_verif
     assert [s.status for s in statuses] == ["ok", "broken", "unverified", "unverified"]
     broken = check_chain(rows)
     assert broken is not None and (broken.seq, broken.why) == (2, statuses[1].why)
+
+
+def test_version_2_rows_are_checked_with_their_own_hash() -> None:
+    rows = _chain(3, version=2)
+    assert [s.status for s in views.chain_statuses(rows, [2, 2, 2])] == ["ok"] * 3
+    # read as version 1, their hashes do not match: the version is what makes them ok
+    assert views.chain_statuses(rows)[0].status == "broken"
+    fields, prev, digest = rows[2]
+    rows[2] = (replace(fields, recorded_at=NOW + timedelta(seconds=1)), prev, digest)
+    assert [s.status for s in views.chain_statuses(rows, [2, 2, 2])] == ["ok", "ok", "broken"]
 
 
 def test_a_missing_row_is_a_sequence_gap() -> None:
