@@ -196,7 +196,7 @@ async def _read(bootstrap: str, topic: str) -> tuple[int, list[ConsumerRecord[by
             consumer.seek(tp, starts[tp])
         records: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + 60
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
             assert time.monotonic() < deadline, "could not read the topic to its end"
             for batch in (await consumer.getmany(*partitions, timeout_ms=500)).values():
                 records += batch
