@@ -355,7 +355,7 @@ def _lenient(model: type[Contract]) -> type[Contract]:
     cut an emoji in half): pydantic's parser refuses them, Python's reads them, and intake
     cleans them (safe_text.storable) instead of dead-lettering the contact."""
 
-    def model_validate_json(cls: type[Contract], data: Any, **kwargs: Any) -> Contract:
+    def model_validate_json(cls: type[Contract], /, data: Any, **kwargs: Any) -> Contract:
         try:
             return model.model_validate_json(data, **kwargs)
         except ValidationError as exc:
@@ -378,7 +378,7 @@ INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
-    handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
+    handler = IntakeHandler(runtime.settings or get_settings())
 
     async def start_workers(_: ServiceRuntime) -> None:
         await handler.start()
@@ -394,6 +394,6 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     for topic, models in INBOUND_MODELS.items():
         # An email may take up to the parse deadline: smaller batches keep a batch of them well
         # inside the consumer's poll interval.
-        runtime.subscribe(Route(topic, models, {t: handler for t in models},
+        runtime.subscribe(Route(topic, models, dict.fromkeys(models, handler),
                                 max_records=50 if topic == INBOUND_EMAIL else 200))
     return runtime

@@ -257,7 +257,7 @@ class Policy:
 
     def select(self, facts: Mapping[str, str]) -> Selection:
         rule = next(r for r in self.spec.rules if r.when.holds(facts))
-        targets: dict[str, Target] = {k: v for k, v in rule.targets.items()}
+        targets: dict[str, Target] = dict(rule.targets.items())
         calendar = rule.calendar
         contract = next((c for c in self.spec.contracts if c.name == facts.get("contract")), None)
         if contract:

@@ -55,8 +55,7 @@ async def check_roles(conn: asyncpg.Connection, app_role: str) -> None:
 
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("shared.caselog") / "migrations"
-    files = sorted((f.name, f.read_text("utf-8")) for f in folder.iterdir() if f.name[:4].isdigit())
-    return files
+    return sorted((f.name, f.read_text("utf-8")) for f in folder.iterdir() if f.name[:4].isdigit())
 
 
 def grants_sql(app_role: str) -> str:

@@ -245,8 +245,8 @@ async def test_a_trigger_disabled_between_checkpoints_is_named(
     assert taken.stdout.startswith(f"checkpoint #{second} at ")
 
     out = broken(endpoints, checkpoints, case_id)
-    assert "BROKEN log: trigger case_log_no_update_delete changed (disabled and re-enabled, " \
-        "or altered: xmin " in out
+    assert ("BROKEN log: trigger case_log_no_update_delete changed (disabled and re-enabled, "
+            "or altered: xmin ") in out
     assert f"between checkpoint #{first} (" in out and f"and checkpoint #{second} (" in out
 
 
