@@ -103,7 +103,7 @@ image:
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services
+	$(VENV)/bin/mypy cli shared services
 
 schemas: setup
 	$(SB) contracts export docs

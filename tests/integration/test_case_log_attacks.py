@@ -69,7 +69,7 @@ def log_cli(endpoints: Endpoints, path: Path, *args: str) -> subprocess.Complete
     """`switchboard log ARGS` as an operator runs it, with `path` as the checkpoint file."""
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
            "CASELOG_CHECKPOINT_FILE": str(path)}
-    return subprocess.run([sys.executable, "-m", "shared.cli", "log", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "log", *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.caselog import log_group
-from shared.cli.classifier import classifier
-from shared.cli.contracts import contracts
-from shared.cli.dlq import dlq_group
-from shared.cli.infra import infra
-from shared.cli.intake import intake_group
-from shared.cli.keys import keys_group
-from shared.cli.setup import db, topics
-from shared.cli.sla import sla_group
+from cli.caselog import log_group
+from cli.classifier import classifier
+from cli.contracts import contracts
+from cli.dlq import dlq_group
+from cli.infra import infra
+from cli.intake import intake_group
+from cli.keys import keys_group
+from cli.setup import db, topics
+from cli.sla import sla_group
 
 
 @click.group()
