@@ -28,6 +28,7 @@ from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.safe_text import storable_tree, without_surrogates
+from shared.caselog import store as caselog
 from shared.contracts import inbound as ib
 from shared.contracts.base import Contract
 from shared.contracts.envelope import Envelope
@@ -296,10 +297,7 @@ async def _participants(conn: asyncpg.Connection, case_ids: list[str],
 
 
 async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
-    last = await conn.fetchval(
-        "SELECT type FROM case_log WHERE case_id = $1 AND type IN ('case.solved', 'case.reopened')"
-        " ORDER BY seq DESC LIMIT 1", case_id)
-    return bool(last == "case.solved")
+    return await caselog.latest_of(conn, case_id, ("case.solved", "case.reopened")) == "case.solved"
 
 
 async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
@@ -327,9 +325,7 @@ async def _burst_contact(conn: asyncpg.Connection, ring: Keyring, contact: core.
         case_id)
     if row is None or contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
         return None
-    replied = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM case_log WHERE case_id = $1 AND type = 'reply.sent'"
-        " AND time >= $2)", case_id, row["contact_started_at"])
+    replied = await caselog.recorded_since(conn, case_id, "reply.sent", row["contact_started_at"])
     return None if replied else str(row["contact_id"])
 
 
