@@ -72,7 +72,6 @@ class Settings(BaseSettings):
 
     # console | otlp | none
     otel_exporter: Literal["console", "otlp", "none"] = "none"
-    otel_service_name: str = "switchboard"
 
     # Kafka topic partitions when `switchboard topics create` provisions them: the most
     # instances of a service that can share a topic's work.
@@ -94,8 +93,9 @@ class Settings(BaseSettings):
     # Largest inbound event accepted (bytes); larger ones are dead-lettered.
     max_inbound_event_bytes: int = 5_000_000
 
-    # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time).
-    sla_first_response_seconds: dict[str, float] = {"email": 14_400, "chat": 120, "voice": 60}
+    # SLA: first-response targets per channel (seconds, calendar time), e.g. {"email": 14400,
+    # "chat": 120, "voice": 60}. Unset (None): not used at all; the policy decides the targets.
+    sla_first_response_seconds: dict[str, float] | None = None
     # SLA policy file (calendars, rules, contracts). Empty: the packaged default policy, or, when
     # SLA_FIRST_RESPONSE_SECONDS is set explicitly, the skeleton's first-response-only policy.
     # Both set: SLA_FIRST_RESPONSE_SECONDS overrides the file's first-response targets per channel.
@@ -104,8 +104,6 @@ class Settings(BaseSettings):
     sla_timer_max_idle_seconds: float = 30.0
     # How often the SLA and escalation services look for due timers (seconds).
     timer_tick_seconds: float = 1.0
-    # Escalation: who receives first-response breaches.
-    escalation_target: str = "supervisors-tier2"
     # Escalation policy file (triggers, levels, targets, sinks); empty: the packaged default.
     escalation_policy_file: str = ""
     # First retry of a failed webhook/e-mail delivery after this long, doubling each time.

@@ -1,4 +1,4 @@
-"""Escalation's FastStream app: case and agent events → core → escalation state, log, outbox.
+"""Escalation's app: case and agent events → core → escalation state, log, outbox.
 
 Handlers decide from the case's log *as of the event they handle* (the log up to its seq), so
 an event handled late — after a redelivery, a restart, or another service's events overtaking it

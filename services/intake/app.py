@@ -1,4 +1,4 @@
-"""Intake's FastStream app: inbound topics → threading lookup → core → case log and outbox.
+"""Intake's app: inbound topics → threading lookup → core → case log and outbox.
 
 The handler runs inside the runtime's transaction: what it reads (threads, open cases, chat
 sessions, the directory) and writes (new thread keys, case and session state) commits together
