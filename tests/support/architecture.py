@@ -2,6 +2,7 @@
 
 - Layers run downward: the CLI may use everything; a service uses `shared` and itself, never
   another service; `shared` never uses a service.
+- Only `shared/caselog` writes SQL against the case log: the rest go through its store.
 - A domain core (the pure modules of a service: what decides, given the inputs and `now`) does
   no I/O and never reads the clock or the environment: no database, broker, socket, mail or
   subprocess library, no `datetime.now()`/`time.time()`, no `os.environ`. Its service's I/O
@@ -14,6 +15,7 @@ the tree to it and feeds it deliberate violations.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,16 @@ ALLOWED: dict[tuple[str, str], str] = {
     # The warm-transfer packet is shown as the escalation service wrote it to the notification.
     ("services.console", "services.escalation.packet"):
         "the console shows an escalation's packet in the escalation service's own Markdown",
+}
+
+# SQL that names the log's table; only its owner writes such SQL.
+LOG_SQL = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+case_log\b", re.I)
+LOG_OWNER = "shared.caselog"
+# Modules that still query the log with SQL of their own, each with what it asks: debts to pay
+# by moving the query into shared/caselog/store.py.
+LOG_SQL_ALLOWED: dict[str, str] = {
+    "services.escalation.app": "an event's seq and the authority tier recorded for a case",
+    "services.console.read": "a case's timeline (seq, type, time, data) for display",
 }
 
 
@@ -171,10 +183,19 @@ def is_pure(module: str) -> bool:
             and parts[2] in PURE[parts[1]])
 
 
+def log_sql(module: str, tree: ast.AST) -> Iterator[str]:
+    if module == LOG_OWNER or module.startswith(LOG_OWNER + ".") or module in LOG_SQL_ALLOWED:
+        return
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and LOG_SQL.search(node.value)):
+            yield f"{module}:{node.lineno}: SQL on case_log outside shared/caselog"
+
+
 def check_source(module: str, source: str, is_package: bool = False) -> list[str]:
     """The violations of one module, given its dotted name and its text."""
     tree = ast.parse(source)
-    found: list[str] = []
+    found: list[str] = list(log_sql(module, tree))
     pure = is_pure(module)
     for imp in imports(tree, module, is_package):
         found += [f"{module}:{imp.line}: {v}" for v in layer_violations(module, imp)]

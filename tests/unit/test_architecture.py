@@ -55,6 +55,10 @@ def test_the_pure_modules_listed_exist() -> None:
      "pure core reads the clock or environment: os.environ"),
     ("services.intake.identity", "import os\nregion = os.getenv('REGION')\n",
      "pure core reads the clock or environment: os.getenv"),
+    ("services.intake.app", "Q = 'SELECT type FROM case_log WHERE case_id = $1'\n",
+     "SQL on case_log outside shared/caselog"),
+    ("cli.caselog", "Q = ('SELECT count(*)'\n     ' FROM  case_log')\n",
+     "SQL on case_log outside shared/caselog"),
 ])
 def test_a_deliberate_violation_is_caught(module: str, source: str, expected: str) -> None:
     found = check_source(module, source)
@@ -68,7 +72,8 @@ def test_a_deliberate_violation_is_caught(module: str, source: str, expected: st
     ("services.sla.core", "from services.sla.policy import Policy\n"),  # configuration
     ("services.router.core", "from services.router.model import StatisticalClassifier\n"),
     ("services.sla.app", "import asyncpg\nimport time\nt = time.monotonic()\n"),  # the I/O shell
-    ("shared.caselog.store", "import asyncpg\n"),
+    ("shared.caselog.store", "import asyncpg\nQ = 'SELECT 1 FROM case_log'\n"),
+    ("services.intake.app", "'''Reads the case_log table through shared/caselog.'''\n"),  # prose
 ])
 def test_what_the_rules_allow_is_not_reported(module: str, source: str) -> None:
     assert check_source(module, source) == []
