@@ -93,9 +93,8 @@ class Settings(BaseSettings):
     # Largest inbound event accepted (bytes); larger ones are dead-lettered.
     max_inbound_event_bytes: int = 5_000_000
 
-    # SLA: first-response targets per channel (seconds, calendar time), e.g. {"email": 14400,
-    # "chat": 120, "voice": 60}. Unset (None): not used at all; the policy decides the targets.
-    sla_first_response_seconds: dict[str, float] | None = None
+    # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time).
+    sla_first_response_seconds: dict[str, float] = {"email": 14_400, "chat": 120, "voice": 60}
     # SLA policy file (calendars, rules, contracts). Empty: the packaged default policy, or, when
     # SLA_FIRST_RESPONSE_SECONDS is set explicitly, the skeleton's first-response-only policy.
     # Both set: SLA_FIRST_RESPONSE_SECONDS overrides the file's first-response targets per channel.

@@ -1,4 +1,4 @@
-"""SLA's app: case events drive clocks; a timer fires warnings and breaches on time.
+"""SLA's FastStream app: case events drive clocks; a timer fires warnings and breaches on time.
 
 Handlers read and write the case's SLA state in the runtime's transaction and return a Decision;
 the core decides. The timer sleeps until the earliest due instant in `sla_clock` (or until a
@@ -47,14 +47,15 @@ def load_policy(settings: Settings) -> Policy:
     """SLA_POLICY_FILE, else the skeleton's per-channel first response when only
     SLA_FIRST_RESPONSE_SECONDS is set (deployments and tests written for it keep their
     behaviour), else the packaged default policy."""
-    legacy = settings.sla_first_response_seconds
+    legacy = "sla_first_response_seconds" in settings.model_fields_set
     if settings.sla_policy_file:
         loaded = policy.load(settings.sla_policy_file)
-        if legacy is not None:
-            loaded = policy.with_channel_first_response(loaded, legacy)
+        if legacy:
+            loaded = policy.with_channel_first_response(loaded,
+                                                        settings.sla_first_response_seconds)
         return loaded
-    if legacy is not None:
-        return policy.skeleton(legacy)
+    if legacy:
+        return policy.skeleton(settings.sla_first_response_seconds)
     return policy.load()
 
 
