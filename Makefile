@@ -21,7 +21,7 @@ help:
 	@echo "make run        run the system with a live demo feed and the console (DEMO_SECONDS=N to stop after N s)"
 	@echo "make test       run every test against a real Kafka broker and PostgreSQL"
 	@echo "make test-unit  only the fast tests that need no broker or database"
-	@echo "make lint       ruff and mypy"
+	@echo "make lint       ruff and mypy --strict (pyproject.toml has their rules); CI runs it first"
 	@echo "make schemas    regenerate JSON Schema and AsyncAPI in docs/ from the contracts"
 	@echo "make bench      benchmarks, recorded in docs/benchmarks.md"
 	@echo "make bench-e2e  the whole pipeline under load (about 10 min), recorded likewise"
@@ -103,7 +103,7 @@ image:
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services
+	$(VENV)/bin/mypy cli shared services
 
 schemas: setup
 	$(SB) contracts export docs

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -60,16 +61,14 @@ def _status(pid: int, field: str) -> float:
 
 
 def _reset_peak(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tuple[str, str]:
     """(outcome, detail) of one record through the service's path (no SQL)."""
     models = next(m for t, m in INBOUND_TOPICS.items() if t == adv.topic)
-    route = Route(adv.topic, models, {t: handler for t in models})
+    route = Route(adv.topic, models, dict.fromkeys(models, handler))
     try:
         decoded = runtime._decode(adv.record(), route)
         if decoded is None:
@@ -141,7 +140,7 @@ async def measure(names: list[str] | None) -> list[dict[str, Any]]:
         for adv in CORPUS:
             if names and adv.name not in names:
                 continue
-            pids = [os.getpid(), *getattr(handler, "worker_pids", lambda: [])()]
+            pids = [os.getpid(), *getattr(handler, "worker_pids", list)()]
             before = {pid: _status(pid, "VmRSS") for pid in pids}
             for pid in pids:
                 _reset_peak(pid)
@@ -192,11 +191,11 @@ def record(results: list[dict[str, Any]], summary: str, cost: dict[str, float] |
             for r in results]
     block = "\n".join([
         start, "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores"
-        f" (shared), Python {sys.version.split()[0]}; `{summary}`.", "",
-        *([f"Ordinary email through the service's path ({cost['emails']:.0f} parses of real"
+        (f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores"
+        f" (shared), Python {sys.version.split()[0]}; `{summary}`."), "",
+        *([(f"Ordinary email through the service's path ({cost['emails']:.0f} parses of real"
            f" replies): {cost['inline']:.2f} ms inline, {cost['worker']:.2f} ms in the parse"
-           f" worker, so the worker costs {cost['worker'] - cost['inline']:.2f} ms per email.",
+           f" worker, so the worker costs {cost['worker'] - cost['inline']:.2f} ms per email."),
            ""] if cost else []),
         "| input | outcome | ms | extra MB |", "|---|---|---|---|", *rows, "", end])
     if start in text:

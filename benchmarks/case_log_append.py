@@ -66,8 +66,8 @@ def record(results: list[tuple[int, int, int, float, float]]) -> None:
     path = REPO_ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start, end = "<!-- case-log-append:start -->", "<!-- case-log-append:end -->"
-    table = [start, "", f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, "
-             f"{_cores()} cores, Python {sys.version.split()[0]}, PostgreSQL with fsync on.", "",
+    table = [start, "", (f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, "
+             f"{_cores()} cores, Python {sys.version.split()[0]}, PostgreSQL with fsync on."), "",
              "| rows | rows per transaction | cases | rows/s | writer CPU µs/row |",
              "|---|---|---|---|---|"]
     table += [f"| {t:,} | {b:,} | {c:,} | {r:,.0f} | {u:.1f} |" for t, b, c, r, u in results]

@@ -107,11 +107,10 @@ class Services:
         for name in SERVICES:
             for i in range(counts.get(name, 1)):
                 label = name if i == 0 else f"{name}#{i + 1}"
-                log = open(self.log_dir / f"{label}.log", "wb")
-                self.procs[label] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                log.close()
+                with open(self.log_dir / f"{label}.log", "wb") as log:  # the child keeps its fd
+                    self.procs[label] = subprocess.Popen(
+                        [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def ready(self, within: float = 180.0) -> None:
         end = time.monotonic() + within
@@ -234,14 +233,14 @@ def fmt(v: float) -> str:
 def report(bench: Bench, base: dict[str, float], dead: int, dup_ids: int,
            instances: str) -> tuple[list[str], str]:
     by = {p.name: p for p in bench.phases}
-    lines = [f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, "
+    lines = [(f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, "
              f"{os.cpu_count()} cores, Python {sys.version.split()[0]}; Kafka and PostgreSQL "
              f"(fsync on) on the same machine; {bench.args.agents} agents accepting every offer"
              f" and solving after {bench.args.hold} s; services: "
-             f"{instances or 'one process each'}.", "",
-             "| phase | contacts | offered rate | sustained contacts/s | offer p50 ms | p95 | "
+             f"{instances or 'one process each'}."), "",
+             ("| phase | contacts | offered rate | sustained contacts/s | offer p50 ms | p95 | "
              "p99 | max | log rows/s | CPU cores (intake / router / sla / escalation / kafka /"
-             " postgres) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             " postgres) |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for p in bench.phases:
         lat = latency_row(p.result.offer_latencies_ms)
         span = max(1e-6, (p.result.decided_at_last.timestamp() if p.result.decided_at_last
@@ -265,12 +264,12 @@ def report(bench: Bench, base: dict[str, float], dead: int, dup_ids: int,
     c_small = small.sustained if small else 0.0
     ratio = c_big / base["insert"] if base.get("insert") else float("nan")
     dup_offers = bench.agents.stats.duplicate_offers
-    lines += ["", f"Highest steady offered rate: {fmt(max_steady)}/s. "
+    lines += ["", (f"Highest steady offered rate: {fmt(max_steady)}/s. "
               f"Baselines on the same broker and database: bare consume→produce relay "
               f"{fmt(base.get('relay', float('nan')))} records/s, bare consume → batched INSERT"
               f" → commit {fmt(base.get('insert', float('nan')))} records/s. "
               f"Lost {lost}, doubled {doubled}, dead letters {dead}, duplicate offers delivered"
-              f" to agents {dup_offers}."]
+              f" to agents {dup_offers}.")]
     last = (f"e2e: {c_big:,.0f} contacts/s sustained ({bench.args.contacts}), {c_small:,.0f} "
             f"({bench.args.small}); p99 offer {p99:,.0f} ms at 200/s; max steady "
             f"{max_steady:,.0f}/s; ratio {ratio:.3f} of bare consume+insert; lost {lost} "

@@ -151,11 +151,11 @@ def accuracy_rows(seed: int, folds: int = 3) -> list[tuple[str, ...]]:
     ../shared/data/intents with their licences): the recipe of the shipped default model and
     of `classifier train` (word + character n-grams, calibrated logistic regression) against
     the TF-IDF + logistic regression it replaces, and the keyword rules."""
+    from cli.classifier import score
     from services.router import training
     from services.router.classify import RulesClassifier
     from services.router.model import OUT_OF_SCOPE, Example, read_examples
     from services.router.policy import load_policy, load_taxonomy
-    from shared.cli.classifier import score
 
     threshold = load_policy().confidence_threshold
     rules = RulesClassifier(load_taxonomy())

@@ -35,12 +35,13 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     """TLS to the brokers: their certificate must chain to KAFKA_SSL_CAFILE (else the system's
     CAs) and name the host that was dialled; a client certificate if one is configured."""
     password = settings.kafka_ssl_key_password.get_secret_value() or None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=settings.kafka_ssl_cafile or None,
         certfile=settings.kafka_ssl_certfile or None,
         keyfile=settings.kafka_ssl_keyfile or None,
         password=password,
     )
+    return context
 
 
 def client_options(settings: Settings | None = None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class RateLimitedLog:
         if held is None:
             return
         suffix = f" ({held} more like this held back)" if held else ""
-        self._logger.log(level, fmt + suffix, *args)
+        self._logger.log(level, fmt + suffix, *args)  # noqa: G003 - extends the template itself
 
 
 class RateLimitFilter(logging.Filter):

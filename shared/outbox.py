@@ -19,6 +19,7 @@ invalid topic) or one that keeps failing while others go through is *parked* in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import zlib
@@ -157,10 +158,8 @@ class OutboxRelay:
                     while await self.drain_once():
                         pass
                     backoff = 0.2
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-                    except TimeoutError:
-                        pass
                     self._wake.clear()
                 except asyncio.CancelledError:
                     raise

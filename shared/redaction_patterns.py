@@ -13,17 +13,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+_Trie = dict[str, "_Trie"]  # one level a character; "" marks the end of a word
+
 
 def trie(words: Iterable[str], space: str = r"[ \t\-]?") -> str:
     """An alternation of the literal `words` (lower case) as a trie; " " in a word is `space`."""
-    root: dict[str, dict] = {}
+    root: _Trie = {}
     for word in words:
         node = root
         for char in word.lower():
             node = node.setdefault(char, {})
         node[""] = {}
 
-    def emit(node: dict[str, dict]) -> str:
+    def emit(node: _Trie) -> str:
         branches = [(space if c == " " else re.escape(c)) + emit(child)
                     for c, child in sorted(node.items()) if c]
         if not branches:

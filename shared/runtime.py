@@ -200,10 +200,13 @@ class ServiceRuntime:
         )
         self._subscribers.append((route.topic, subscriber))
 
-        @subscriber
         async def on_batch(msg: KafkaMessage) -> None:
             await self.process_batch(list(msg.raw_message), route)
             await msg.ack()
+
+        # Registered by a call rather than `@subscriber`: the subscriber object is untyped, and as
+        # a decorator it would make on_batch untyped too.
+        subscriber(on_batch)
 
     def app(self) -> FastStream:
         return FastStream(
@@ -591,7 +594,7 @@ def reason_kind(reason: str) -> str:
 def _header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:
     for key, value in record.headers or ():
         if key == name:
-            return value
+            return value if isinstance(value, bytes) else None
     return None
 
 

@@ -72,7 +72,6 @@ class Settings(BaseSettings):
 
     # console | otlp | none
     otel_exporter: Literal["console", "otlp", "none"] = "none"
-    otel_service_name: str = "switchboard"
 
     # Kafka topic partitions when `switchboard topics create` provisions them: the most
     # instances of a service that can share a topic's work.
@@ -104,8 +103,6 @@ class Settings(BaseSettings):
     sla_timer_max_idle_seconds: float = 30.0
     # How often the SLA and escalation services look for due timers (seconds).
     timer_tick_seconds: float = 1.0
-    # Escalation: who receives first-response breaches.
-    escalation_target: str = "supervisors-tier2"
     # Escalation policy file (triggers, levels, targets, sinks); empty: the packaged default.
     escalation_policy_file: str = ""
     # First retry of a failed webhook/e-mail delivery after this long, doubling each time.

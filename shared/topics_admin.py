@@ -14,6 +14,7 @@ TOPIC_MIN_INSYNC_REPLICAS override both.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +95,8 @@ async def provision(
             for s in wanted
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race: fine
         done = Provisioned(created=[s.name for s in wanted])
         update = {s.name: s.config for s in specs if s.name in existing and s.config}
         if update:

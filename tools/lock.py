@@ -87,9 +87,8 @@ def locked_entry(name: str, lock: Path = LOCK) -> str | None:
     for line in lines:
         if out and not line.startswith(" "):
             break
-        if out or line.startswith(f"{name}=="):
-            if not line.lstrip().startswith("#"):
-                out.append(line)
+        if (out or line.startswith(f"{name}==")) and not line.lstrip().startswith("#"):
+            out.append(line)
     return "\n".join(out) + "\n" if out else None
 
 

@@ -534,8 +534,8 @@ async def reassign(request: Request) -> Response:
         flash(request, "info", "Nothing sent: the router has no open case to reassign.")
         return act.back
     esc = act.found["escalation"]
-    reason = f"reassigned in the console by {act.user.name} (escalation " \
-        f"{esc['escalation_id']})" + (f": {note}" if note else "")
+    reason = (f"reassigned in the console by {act.user.name} (escalation "
+              f"{esc['escalation_id']})" + (f": {note}" if note else ""))
     await act.publisher.transfer(esc["case_id"], act.user.name, skill,
                                  int(tier_text) if tier_text else None, reason)
     flash(request, "ok", f"Reassignment to {skill}" + (f", tier {tier_text}" if tier_text else "")

@@ -145,7 +145,7 @@ class KafkaWatcher:
             batch = await consumer.getmany(timeout_ms=1000, max_records=500)
             for records in batch.values():
                 for record in records:
-                    headers = {k: v for k, v in (record.headers or ())}
+                    headers = dict(record.headers or ())
                     type_ = _text(headers.get("ce_type"))
                     subject = _text(headers.get("ce_subject")) or None
                     if record.topic == AGENTS:

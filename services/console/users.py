@@ -10,6 +10,7 @@ Roles: `viewer` sees every page; `supervisor` also acknowledges and reassigns es
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -148,10 +149,8 @@ class UserStore:
         now = time.monotonic()
         if not self.env_value and now - self._checked >= self.check_every:
             self._checked = now
-            try:
+            with contextlib.suppress(OSError, UsersError):  # a half-written edit: keep the users
                 self.reload()
-            except (OSError, UsersError):
-                pass  # a half-written edit: keep the users we had
         return self._users.get(name)
 
     def all(self) -> list[User]:

@@ -52,7 +52,7 @@ class QueueRow:
 
 def skill_of(queue: str, channel: str) -> str:
     suffix = f"-{channel}"
-    return queue[: -len(suffix)] if queue.endswith(suffix) else queue
+    return queue.removesuffix(suffix)
 
 
 def expected_wait(waiting: int, taken: int, window_seconds: float) -> float | None:

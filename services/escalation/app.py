@@ -1,4 +1,4 @@
-"""Escalation's FastStream app: case and agent events → core → escalation state, log, outbox.
+"""Escalation's app: case and agent events → core → escalation state, log, outbox.
 
 Handlers decide from the case's log *as of the event they handle* (the log up to its seq), so
 an event handled late — after a redelivery, a restart, or another service's events overtaking it
@@ -18,6 +18,7 @@ its own slots and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -485,10 +486,8 @@ class Deliveries:
                 except Exception:  # the database may be restarting: deliveries wait in it
                     log.exception("escalation deliveries failed; retrying")
                 self.freed.clear()
-                try:  # a slot freed, or the next tick
+                with contextlib.suppress(TimeoutError):  # a slot freed, or the next tick
                     await asyncio.wait_for(self.freed.wait(), timeout=tick)
-                except TimeoutError:
-                    pass
         finally:
             for task in list(self.tasks):
                 task.cancel()  # their leases bring them back

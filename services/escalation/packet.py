@@ -153,12 +153,10 @@ def render_summary(packet: ce.WarmTransferPacket) -> str:
                         if a.assigned_agent_tier else "")
                      + (f"; {'; '.join(a.why)}" if a.why else ""))
     lines.append(f"Assigned: {packet.assigned_agent or 'nobody'}")
-    for contact in packet.contacts:
-        lines.append(f"- {contact.at:%Y-%m-%d %H:%M} {contact.channel}: {contact.text[:200]}")
-    for action in packet.tried:
-        lines.append(f"Tried: {action.text[:200]}")
-    for clock in packet.sla:
-        lines.append(f"SLA {clock.metric}: {clock.state}, due {clock.due_at:%Y-%m-%d %H:%M}")
+    lines += [f"- {c.at:%Y-%m-%d %H:%M} {c.channel}: {c.text[:200]}" for c in packet.contacts]
+    lines += [f"Tried: {action.text[:200]}" for action in packet.tried]
+    lines += [f"SLA {clock.metric}: {clock.state}, due {clock.due_at:%Y-%m-%d %H:%M}"
+              for clock in packet.sla]
     lines.append(f"Next step: {packet.suggested_next_step}")
     return "\n".join(lines)
 
@@ -173,8 +171,8 @@ def render_markdown(packet: ce.WarmTransferPacket) -> str:
            + (f", contract {packet.contract}" if packet.contract else ""), ""]
     if packet.classification:
         k = packet.classification
-        out += [f"**Classification:** {k.intent} → {k.skill} ({k.confidence:.0%}),"
-                f" {k.priority} priority, language {k.language}", ""]
+        out += [(f"**Classification:** {k.intent} → {k.skill} ({k.confidence:.0%}),"
+                f" {k.priority} priority, language {k.language}"), ""]
     if packet.sentiment:
         out += ["**Sentiment:** " + " → ".join(
             f"{s.sentiment:+.2f}{' 😠' if s.frustrated else ''}" for s in packet.sentiment), ""]

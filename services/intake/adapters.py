@@ -201,7 +201,7 @@ def _time(value: Any, default: datetime) -> datetime:
         return default
     text = value.strip().replace(" UTC", "+00:00")
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         try:
             parsed = parsedate_to_datetime(text)

@@ -1,4 +1,4 @@
-"""Intake's FastStream app: inbound topics → threading lookup → core → case log and outbox.
+"""Intake's app: inbound topics → threading lookup → core → case log and outbox.
 
 The handler runs inside the runtime's transaction: what it reads (threads, open cases, chat
 sessions, the directory) and writes (new thread keys, case and session state) commits together
@@ -28,6 +28,7 @@ from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.safe_text import storable_tree, without_surrogates
+from shared.caselog import store as caselog
 from shared.contracts import inbound as ib
 from shared.contracts.base import Contract
 from shared.contracts.envelope import Envelope
@@ -296,10 +297,7 @@ async def _participants(conn: asyncpg.Connection, case_ids: list[str],
 
 
 async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
-    last = await conn.fetchval(
-        "SELECT type FROM case_log WHERE case_id = $1 AND type IN ('case.solved', 'case.reopened')"
-        " ORDER BY seq DESC LIMIT 1", case_id)
-    return bool(last == "case.solved")
+    return await caselog.latest_of(conn, case_id, ("case.solved", "case.reopened")) == "case.solved"
 
 
 async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
@@ -327,9 +325,7 @@ async def _burst_contact(conn: asyncpg.Connection, ring: Keyring, contact: core.
         case_id)
     if row is None or contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
         return None
-    replied = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM case_log WHERE case_id = $1 AND type = 'reply.sent'"
-        " AND time >= $2)", case_id, row["contact_started_at"])
+    replied = await caselog.recorded_since(conn, case_id, "reply.sent", row["contact_started_at"])
     return None if replied else str(row["contact_id"])
 
 
@@ -355,7 +351,7 @@ def _lenient(model: type[Contract]) -> type[Contract]:
     cut an emoji in half): pydantic's parser refuses them, Python's reads them, and intake
     cleans them (safe_text.storable) instead of dead-lettering the contact."""
 
-    def model_validate_json(cls: type[Contract], data: Any, **kwargs: Any) -> Contract:
+    def model_validate_json(cls: type[Contract], /, data: Any, **kwargs: Any) -> Contract:
         try:
             return model.model_validate_json(data, **kwargs)
         except ValidationError as exc:
@@ -378,7 +374,7 @@ INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
-    handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
+    handler = IntakeHandler(runtime.settings or get_settings())
 
     async def start_workers(_: ServiceRuntime) -> None:
         await handler.start()
@@ -394,6 +390,6 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     for topic, models in INBOUND_MODELS.items():
         # An email may take up to the parse deadline: smaller batches keep a batch of them well
         # inside the consumer's poll interval.
-        runtime.subscribe(Route(topic, models, {t: handler for t in models},
+        runtime.subscribe(Route(topic, models, dict.fromkeys(models, handler),
                                 max_records=50 if topic == INBOUND_EMAIL else 200))
     return runtime

@@ -89,7 +89,7 @@ def automated_reason(message: Message, sender: str | None, body: str = "") -> st
     strong = _strong(message, sender)
     if strong:
         return strong
-    weak = weak_signals(message, body if body else _body_start(message))
+    weak = weak_signals(message, body or _body_start(message))
     if len({w.split(":")[0] for w in weak}) >= 2:
         return "weak signals: " + "; ".join(weak)
     return None

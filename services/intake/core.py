@@ -236,7 +236,7 @@ def _short(text: str | None, limit: int) -> str | None:
 # --- chat --------------------------------------------------------------------------------------
 def _chat(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
     key = (f"chat:{p.session_id}",)
-    base: dict[str, Any] = dict(channel="chat", lookup_keys=key, own_keys=key)
+    base: dict[str, Any] = {"channel": "chat", "lookup_keys": key, "own_keys": key}
     if isinstance(p, ib.ChatMessage):
         return IncomingContact(**base, source_type="chat.message", at=p.sent_at,
                                customer=p.customer, text=p.text,
@@ -260,7 +260,8 @@ def call_contact_id(call_id: str) -> str:
 def _voice(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
     key = (f"call:{p.call_id}",)
     dedup = f"voice:{p.call_id}/{hashlib.sha256(p.model_dump_json().encode()).hexdigest()}"
-    base: dict[str, Any] = dict(channel="voice", lookup_keys=key, own_keys=key, dedup_key=dedup)
+    base: dict[str, Any] = {"channel": "voice", "lookup_keys": key, "own_keys": key,
+                            "dedup_key": dedup}
     if isinstance(p, ib.CallStarted):
         customer = p.customer if p.customer.phone else p.customer.model_copy(
             update={"phone": p.from_number})
@@ -299,9 +300,9 @@ def _voice(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
 
 _EXTRACTORS: dict[str, Callable[[Any, datetime, IntakeConfig], IncomingContact]] = {
     "email.received": _email,
-    **{t: _chat for t in ("chat.started", "chat.message", "chat.ended", "chat.abandoned")},
-    **{t: _voice for t in ("call.started", "call.ivr_selection", "call.transcript", "call.ended",
-                           "call.abandoned", "voicemail.received")},
+    **dict.fromkeys(("chat.started", "chat.message", "chat.ended", "chat.abandoned"), _chat),
+    **dict.fromkeys(("call.started", "call.ivr_selection", "call.transcript", "call.ended",
+                     "call.abandoned", "voicemail.received"), _voice),
 }
 
 

@@ -7,6 +7,7 @@ a number written without a country code is read in the configured default region
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,9 @@ def normalise_email(address: str | None) -> str | None:
     if not address or "@" not in address:
         return None
     local, _, domain = address.strip().strip("<>").rpartition("@")
-    try:
+    # A domain IDNA cannot encode is kept as written; it still compares equal to itself.
+    with contextlib.suppress(UnicodeError):
         domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass  # keep a domain IDNA cannot encode as written; it still compares equal to itself
     normalised = f"{local}@{domain}".lower()
     # Punycode can make an address longer than the contract allows: then it is kept as written.
     return normalised if len(normalised) <= MAX_EMAIL else None

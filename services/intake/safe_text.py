@@ -28,9 +28,9 @@ from services.intake.reply_text import ReplyParts, split_reply
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # C0 controls but tab, line feed and carriage return.
-_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+_CONTROLS = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 # Everything that ends a line somewhere (str.splitlines) or is a control, as a space.
-_LINE_BREAKS = {c: " " for c in [*range(0x00, 0x20), 0x7F, 0x85, 0x2028, 0x2029]}
+_LINE_BREAKS = dict.fromkeys([*range(32), 127, 133, 8232, 8233], " ")
 
 
 def valid_unicode(text: str) -> str:

@@ -168,8 +168,8 @@ def _sentiment(text: str) -> float:
     (`SENTIMENT_CHARS`, `SENTIMENT_SENTENCES` of `SENTENCE_CHARS`): VADER is quadratic."""
     vader = _vader()
     sentences = _sentences(text)
-    worst = min(vader.polarity_scores(s)["compound"] for s in sentences)
-    whole = vader.polarity_scores(" ".join(sentences)[:SENTENCE_CHARS * 2])["compound"]
+    worst: float = min(vader.polarity_scores(s)["compound"] for s in sentences)
+    whole: float = vader.polarity_scores(" ".join(sentences)[:SENTENCE_CHARS * 2])["compound"]
     return round(min(worst, whole) if worst < 0 else whole, 3)
 
 

@@ -375,8 +375,8 @@ class StatisticalClassifier:
         label = self.labels[best]
         if best == self.oos:
             return IntentGuess("unknown", self.fallback_skill, 0.0,
-                               (f"intent: {self.name} → out of scope (p={probs[best]:.2f}), "
-                                "no intent of the model",), self.name)
+                               ((f"intent: {self.name} → out of scope (p={probs[best]:.2f}), "
+                                "no intent of the model"),), self.name)
         evidence = [f"intent: {self.name} → {label} (p={probs[best]:.2f})"]
         if len(wi):
             weights = wv * self.w_words[wi, best]

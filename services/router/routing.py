@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from services.router.policy import RoutingPolicy
@@ -52,13 +52,17 @@ class Requirements:
                 "channel": self.channel, "preferred_skills": list(self.preferred_skills)}
 
 
+# Aware, so an agent with no idle time recorded still compares with the others' real times.
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Agent:
     """An agent as routing sees them: profile, what they carry now, since when they are idle."""
 
     profile: AgentProfile
     load: Mapping[str, int] = field(default_factory=dict)  # open offers + assigned, per channel
-    idle_since: datetime = datetime.min
+    idle_since: datetime = _LONG_AGO
     missed: int = 0  # offers missed in a row
 
     @property

@@ -180,7 +180,9 @@ def _segments_from(
     """
     day = _local_date(calendar, moment) - timedelta(days=1)
     last_end = moment
-    days = MAX_SEARCH_DAYS if until is None else (until - moment).days + 3
+    # Counted in local days, through the local day of `until` (and one more): across a change to
+    # summer time, six days and 23 hours of UTC can end on the seventh local day.
+    days = MAX_SEARCH_DAYS if until is None else (_local_date(calendar, until) - day).days + 2
     for _ in range(days):
         for s, e in day_segments(calendar, day):
             s = max(s, last_end)

@@ -28,7 +28,7 @@ from shared.policy_files import PolicyFileError, load_model
 
 Metric = Literal["first_response", "next_response", "periodic_update", "resolution"]
 METRICS: tuple[Metric, ...] = ("first_response", "next_response", "periodic_update", "resolution")
-# What the SLA service derives from case events (see core.signals_for).
+# What the SLA service derives from case events (core.on_contact, on_reply and on_status).
 Signal = Literal["first_contact", "contact", "contact_after_reply", "agent_reply",
                  "pending_customer", "on_hold", "open", "solved", "reopened"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -257,7 +257,7 @@ class Policy:
 
     def select(self, facts: Mapping[str, str]) -> Selection:
         rule = next(r for r in self.spec.rules if r.when.holds(facts))
-        targets: dict[str, Target] = {k: v for k, v in rule.targets.items()}
+        targets: dict[str, Target] = dict(rule.targets.items())
         calendar = rule.calendar
         contract = next((c for c in self.spec.contracts if c.name == facts.get("contract")), None)
         if contract:

@@ -32,6 +32,7 @@ serialises writers on one host).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -293,13 +294,13 @@ def next_checkpoint(previous: CheckpointLog, state: LogState, still: dict[str, s
             if still.get(case_id) == old[1]:
                 delta.append((case_id, seq, hash_))
             else:
-                anomalies.append([case_id, f"row {old[0]} changed or gone since checkpoint "
-                                  f"#{previous.signed_in[case_id]}"])
+                anomalies.append([case_id, (f"row {old[0]} changed or gone since checkpoint "
+                                  f"#{previous.signed_in[case_id]}")])
         elif seq < old[0]:
             anomalies.append([case_id, f"log ends at seq {seq}, signed up to {old[0]}"])
         elif hash_ != old[1]:
-            anomalies.append([case_id, f"row {seq} changed since checkpoint "
-                              f"#{previous.signed_in[case_id]}"])
+            anomalies.append([case_id, (f"row {seq} changed since checkpoint "
+                              f"#{previous.signed_in[case_id]}")])
     anomalies += [[c, "case gone"] for c in sorted(signed) if c not in state.heads]
     merged = dict(signed)
     merged.update({c: (s, h) for c, s, h in delta})
@@ -355,7 +356,5 @@ async def run_checkpoints(
                 await conn.close()
         except (OSError, asyncpg.PostgresError, RuntimeError) as e:
             log.error("case log checkpoint failed: %s", e)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)
-        except TimeoutError:
-            pass

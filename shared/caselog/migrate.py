@@ -1,8 +1,19 @@
-"""Versioned SQL migrations, applied in file-name order by the owner role, each exactly once."""
+"""Versioned SQL migrations, applied in file-name order by the owner role, each exactly once.
+
+Each owner keeps its own: the log, the outbox and dead letters here (`shared/caselog/migrations/`),
+each service its tables in `services/<name>/migrations/`. The one migrator gathers them all and
+applies them in one global order of file names, the file name being the version recorded in
+`schema_migrations`: a file keeps its name for ever once released (a database that has applied
+it must not apply it again), and a new one takes a number above every existing one, whichever
+folder it goes in. Each folder's `grants.sql` gives the services' role its rights on that
+owner's tables, re-applied after every run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
+from importlib.abc import Traversable
 
 import asyncpg
 
@@ -53,16 +64,41 @@ async def check_roles(conn: asyncpg.Connection, app_role: str) -> None:
         )
 
 
-def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("shared.caselog") / "migrations"
-    files = sorted((f.name, f.read_text("utf-8")) for f in folder.iterdir() if f.name[:4].isdigit())
-    return files
+class DuplicateVersion(RuntimeError):
+    """Two owners' folders hold a migration of the same file name (the version)."""
 
 
-def grants_sql(app_role: str) -> str:
-    text = (resources.files("shared.caselog") / "migrations" / "grants.sql").read_text("utf-8")
+def migration_folders() -> list[Traversable]:
+    """The log's folder first, then every service's `migrations/`, services in name order.
+
+    The services are found as folders of the installed `services` package, not imported: the
+    migrator reads SQL and runs no service code, and a new service needs no edit here.
+    """
+    services = sorted(resources.files("services").iterdir(), key=lambda p: p.name)
+    return [resources.files("shared.caselog") / "migrations",
+            *(p / "migrations" for p in services if p.is_dir() and (p / "migrations").is_dir())]
+
+
+def migration_files(folders: Iterable[Traversable] | None = None) -> list[tuple[str, str]]:
+    """(version, SQL) of every migration, in the one global order of their file names."""
+    found: dict[str, str] = {}
+    for folder in migration_folders() if folders is None else folders:
+        for f in folder.iterdir():
+            if not (f.name[:4].isdigit() and f.name.endswith(".sql")):
+                continue
+            if f.name in found:
+                raise DuplicateVersion(f"migration {f.name} is in more than one folder")
+            found[f.name] = f.read_text("utf-8")
+    return sorted(found.items())
+
+
+def grants_sql(app_role: str, folders: Iterable[Traversable] | None = None) -> str:
+    """Every owner's grants.sql for the services' role, the log's first."""
     quoted = '"' + app_role.replace('"', '""') + '"'
-    return text.replace("{app_role}", quoted)
+    texts = [(folder / "grants.sql").read_text("utf-8")
+             for folder in (migration_folders() if folders is None else folders)
+             if (folder / "grants.sql").is_file()]
+    return "\n".join(texts).replace("{app_role}", quoted)
 
 
 async def migrate(admin_url: str, app_role: str) -> list[str]:

@@ -144,6 +144,24 @@ async def read_case(conn: asyncpg.Connection, case_id: str) -> list[LogRow]:
     return [LogRow(**dict(r)) for r in rows]
 
 
+async def latest_of(conn: asyncpg.Connection, case_id: str, types: Sequence[str]) -> str | None:
+    """Which of these event types the case's log recorded last, or None if none of them: e.g.
+    whether a case is solved now (`case.solved` after the last `case.reopened`)."""
+    last = await conn.fetchval(
+        "SELECT type FROM case_log WHERE case_id = $1 AND type = ANY($2::text[])"
+        " ORDER BY seq DESC LIMIT 1", case_id, list(types))
+    return None if last is None else str(last)
+
+
+async def recorded_since(conn: asyncpg.Connection, case_id: str, type_: str,
+                         since: datetime) -> bool:
+    """Whether the case's log has an event of this type that happened at `since` or later (by
+    the event's own time): e.g. an agent's reply since a chat contact began."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM case_log WHERE case_id = $1 AND type = $2 AND time >= $3)",
+        case_id, type_, since))
+
+
 async def read_cases(
     conn: asyncpg.Connection, *, batch: int = 2_000
 ) -> AsyncGenerator[list[LogRow], None]:

@@ -278,9 +278,9 @@ def render(state_dir: Path, layout: Layout, node: Node) -> str:
             "# --secure: clients and replication over TLS, authenticated with SCRAM-SHA-512.",
             f"sasl.enabled.mechanisms={SASL_MECHANISM}",
             f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
-            f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config="
+            (f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{BROKER_USER}" password="{users.broker}";',
+            f'username="{BROKER_USER}" password="{users.broker}";'),
             "ssl.keystore.type=PEM",
             f"ssl.keystore.location={tls.keystore}",
             "ssl.truststore.type=PEM",

@@ -281,16 +281,14 @@ def status(state_dir: Path) -> dict[str, Any]:
     layout = kafka.Layout.load(state_dir)
     if layout is None and ports is not None:
         layout = kafka.Layout((kafka.Node(1, ports.kafka, ports.kafka_controller),))
-    nodes = []
-    for node in layout.nodes if layout else ():
-        nodes.append({
-            "node_id": node.node_id,
-            "running": kafka.running_pid(state_dir, node.node_id) is not None,
-            "pid": kafka.running_pid(state_dir, node.node_id),
-            "port": node.broker_port,
-            "controller_port": node.controller_port,
-            "log": str(kafka.Paths.of(state_dir, node.node_id).log),
-        })
+    nodes = [{
+        "node_id": node.node_id,
+        "running": kafka.running_pid(state_dir, node.node_id) is not None,
+        "pid": kafka.running_pid(state_dir, node.node_id),
+        "port": node.broker_port,
+        "controller_port": node.controller_port,
+        "log": str(kafka.Paths.of(state_dir, node.node_id).log),
+    } for node in (layout.nodes if layout else ())]
     first = nodes[0] if nodes else {
         "running": False, "pid": None, "port": None, "controller_port": None,
         "log": str(kafka.Paths.of(state_dir).log)}

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def chromium_path() -> str | None:
     return None
 
 
-CHECKS = {
+CHECKS: dict[str, Callable[[], bool]] = {
     "venv": venv_ok,
     "chromium": lambda: chromium_path() is not None,
     "java": java_ok,

@@ -69,7 +69,7 @@ def log_cli(endpoints: Endpoints, path: Path, *args: str) -> subprocess.Complete
     """`switchboard log ARGS` as an operator runs it, with `path` as the checkpoint file."""
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
            "CASELOG_CHECKPOINT_FILE": str(path)}
-    return subprocess.run([sys.executable, "-m", "shared.cli", "log", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "log", *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -245,8 +245,8 @@ async def test_a_trigger_disabled_between_checkpoints_is_named(
     assert taken.stdout.startswith(f"checkpoint #{second} at ")
 
     out = broken(endpoints, checkpoints, case_id)
-    assert "BROKEN log: trigger case_log_no_update_delete changed (disabled and re-enabled, " \
-        "or altered: xmin " in out
+    assert ("BROKEN log: trigger case_log_no_update_delete changed (disabled and re-enabled, "
+            "or altered: xmin ") in out
     assert f"between checkpoint #{first} (" in out and f"and checkpoint #{second} (" in out
 
 

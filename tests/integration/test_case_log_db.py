@@ -98,7 +98,7 @@ def log_verify(endpoints: Endpoints, *args: str) -> subprocess.CompletedProcess[
     # developer's own checkpoint file in the state dir is not read.
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
            "CASELOG_CHECKPOINT_FILE": "/nonexistent/caselog-checkpoints.jsonl"}
-    return subprocess.run([sys.executable, "-m", "shared.cli", "log", "verify", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "log", "verify", *args],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
 
 

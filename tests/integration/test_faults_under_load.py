@@ -100,6 +100,7 @@ def fault_plan(services: ServiceProcesses) -> list[tuple[str, Callable[[], None]
     return plan
 
 
+@pytest.mark.timeout(1200)  # twelve kills and two restarts, each waited out
 async def test_kills_a_broker_restart_and_a_database_restart_under_load(
     endpoints: Endpoints, services: ServiceProcesses, app_db: asyncpg.Connection
 ) -> None:

@@ -29,10 +29,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
+from cli.keys import migrate_rows
 from services.intake.app import INBOUND_MODELS, IntakeHandler
 from services.intake.subjects import case_reference
 from shared import dead_letters
-from shared.cli.keys import migrate_rows
 from shared.clock import FrozenClock
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import INBOUND_CHAT, TopicSpec, dlq

@@ -68,7 +68,7 @@ async def test_services_serve_metrics_health_and_readiness(
     async def scraped(label: str, name: str, **labels: str) -> float:
         async def value() -> float | None:
             found = sample((await get(ports[label], "/metrics"))[1], name, **labels)
-            return found if found else None
+            return found or None
         result: float = await wait_for(value, what=f"{name} {labels} from {label}")
         return result
 

@@ -69,7 +69,7 @@ def run(
     if "SWITCHBOARD_CACHE_DIR" in os.environ:  # the Kafka jars: no second download
         base["SWITCHBOARD_CACHE_DIR"] = os.environ["SWITCHBOARD_CACHE_DIR"]
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=clone, env={**base, "PYTHONPATH": str(clone), **(env or {})},
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

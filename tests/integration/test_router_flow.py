@@ -27,8 +27,8 @@ from tests.support.services import ServiceProcesses
 pytestmark = pytest.mark.integration
 
 GERMAN = [
-    "Hallo, meine Bestellung ist nicht angekommen. Können Sie mir bitte helfen? Ich warte seit "
-    "zwei Wochen.",
+    ("Hallo, meine Bestellung ist nicht angekommen. Können Sie mir bitte helfen? Ich warte seit "
+    "zwei Wochen."),
     "Guten Tag, ich habe eine Frage zu meinem Konto und brauche bitte Hilfe.",
     "Hallo, die Lieferung ist beschädigt angekommen, was soll ich jetzt tun?",
 ]

@@ -103,7 +103,7 @@ def _inputs() -> list[Adversarial]:
     chatwoot = binary_headers("chatwoot.webhook")
     connect = binary_headers("connect.contact_event")
     twilio = binary_headers("twilio.call_status")
-    items = [
+    return [
         # --- issue 10, item 2: small inputs that took seconds to minutes ----------------------
         Adversarial("chat-pin-20k-spaces", '"PIN" + 20,000 spaces (shared/redaction.py)',
                     chat_topic, binary_headers("chat.message"),
@@ -225,7 +225,6 @@ def _inputs() -> list[Adversarial]:
                     b'{"call_id": "c", "ended_at": "' + WHEN.encode()
                     + b'", "duration_seconds": "Infinity"}', "rejected"),
     ]
-    return items
 
 
 CORPUS: list[Adversarial] = _inputs()

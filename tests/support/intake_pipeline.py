@@ -49,7 +49,7 @@ def runtime() -> ServiceRuntime:
     return _RUNTIME
 
 
-ROUTES = {topic: Route(topic, models, {t: _noop_handler for t in models})
+ROUTES = {topic: Route(topic, models, dict.fromkeys(models, _noop_handler))
           for topic, models in INBOUND_MODELS.items()}  # as intake subscribes them
 
 
@@ -113,7 +113,7 @@ def quotes(reason: str, customer_text: list[str], window: int = 20) -> bool:
     """Does `reason` repeat any `window` characters of the customer's input?"""
     if len(reason) < window:
         return False
-    pieces = {reason[i:i + window] for i in range(0, len(reason) - window + 1)}
+    pieces = {reason[i:i + window] for i in range(len(reason) - window + 1)}
     return any(piece in text for text in customer_text if len(text) >= window for piece in pieces)
 
 

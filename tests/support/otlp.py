@@ -68,17 +68,14 @@ class Receiver:
         for resource_spans in request.resource_spans:
             resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
             service = str(resource.get("service.name", ""))
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(ReceivedSpan(
-                        service=service, name=span.name, trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
-                        kind=span.kind,
-                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
-                        links=tuple((link.trace_id.hex(), link.span_id.hex())
-                                    for link in span.links),
-                        scope=scope_spans.scope.name,
-                    ))
+            received += [ReceivedSpan(
+                service=service, name=span.name, trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
+                kind=span.kind,
+                attributes={kv.key: _value(kv.value) for kv in span.attributes},
+                links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                scope=scope_spans.scope.name,
+            ) for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
         with self._lock:
             self.spans += received
             self.requests += 1

@@ -39,16 +39,16 @@ class ServiceProcesses:
     def start(self, name: str, instance: int = 1) -> str:
         """Start one instance of a service; its label (`intake`, `intake#2`, ...)."""
         label = name if instance == 1 else f"{name}#{instance}"
-        log = open(self.log_dir / f"{label}.log", "ab")  # owned by the process
-        self._since[label] = log.tell()  # what this process writes starts here
         # one group member name per process (static membership): distinct instances
         self.ports[label] = free_port()  # /metrics, /healthz, /readyz of this process
         env = {**self.env, "SERVICE_INSTANCE_ID": f"test-{name}-{instance}",
                "METRICS_PORT": str(self.ports[label])}
-        self.procs[label] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.log_dir / f"{label}.log", "ab") as log:  # the child keeps its own fd
+            self._since[label] = log.tell()  # what this process writes starts here
+            self.procs[label] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         return label
 
     def start_all(self) -> None:

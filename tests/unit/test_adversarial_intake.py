@@ -13,6 +13,7 @@ HTML renderer's input), and the memory a parse allocates.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -137,15 +138,13 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Seen]:
     monkeypatch.setattr(HeaderRegistry, "__call__", header)
     monkeypatch.setattr(safe_text, "split_reply", splitter)
     monkeypatch.setattr(html_text, "get_text", renderer)
-    yield record
+    return record
 
 
 @pytest.mark.parametrize("adv", EMAILS, ids=lambda a: a.name)
 def test_the_slow_parsers_are_only_handed_bounded_input(adv: Adversarial, seen: Seen) -> None:
-    try:
+    with contextlib.suppress(ValueError):  # EmailRejected: refused before parsing
         parse_email(raw_mime(adv))
-    except ValueError:  # EmailRejected: refused before parsing
-        pass
     assert seen.header_chars <= 32_768
     assert seen.encoded_words <= 100
     assert seen.reply_chars <= 32_768

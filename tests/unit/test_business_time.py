@@ -118,6 +118,16 @@ def test_add_and_between_are_inverse(case: tuple[Calendar, datetime], seconds: f
         assert bt.between(cal, start, due - timedelta(milliseconds=1)) < seconds
 
 
+def test_between_counts_an_open_segment_a_week_on_across_the_change_to_summer_time() -> None:
+    """Open Saturdays 00:00-00:15 only, from Saturday 23:59 before the clocks go forward: the
+    next open second is on the seventh local day, six days and 23 hours of UTC later."""
+    cal = Calendar("saturdays", "Europe/Berlin", ((), (), (), (), (), ((0, 900),), ()))
+    start = datetime(2024, 3, 30, 22, 59, tzinfo=UTC)
+    due = bt.add(cal, start, 1)
+    assert due == datetime(2024, 4, 5, 22, 0, 1, tzinfo=UTC)
+    assert bt.between(cal, start, due) == 1
+
+
 def test_is_open_matches_the_reference_at_every_minute_of_a_dst_week() -> None:
     cal = Calendar("berlin", "Europe/Berlin", (((0, 3 * 3600), (9 * 3600, 17 * 3600)),) * 7)
     t = datetime(2026, 10, 23, tzinfo=UTC)

@@ -44,7 +44,8 @@ from shared.caselog.verify import check_rows
 Row = tuple[ChainedFields, str, str]
 CASE = "case-7"
 TEXT = st.text(max_size=20)
-TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+# hypothesis takes naive bounds and attaches the zones itself
+TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),  # noqa: DTZ001
                      timezones=st.just(UTC))
 # The fields the hash covers and that a tamperer could rewrite (seq is checked on its own).
 CONTENT_FIELDS = ["case_id", "event_id", "type", "source", "time", "trace_id", "data"]

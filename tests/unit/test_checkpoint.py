@@ -97,8 +97,8 @@ def test_a_checkpoint_signed_with_another_key_is_named(tmp_path: Path) -> None:
         f.write(signed_record(next_checkpoint(previous, state(STATES[1]), {"a": h(1)}, NOW),
                               other) + "\n")
     problems = read_checkpoints(path, KEYS).problems
-    assert problems == [f"checkpoint file line 2: signed with unknown key "
-                        f"{other.signing_key_id()} (CASELOG_CHECKPOINT_VERIFY_KEYS)"]
+    assert problems == [(f"checkpoint file line 2: signed with unknown key "
+                        f"{other.signing_key_id()} (CASELOG_CHECKPOINT_VERIFY_KEYS)")]
 
 
 def test_a_broken_log_is_never_signed_as_the_new_truth() -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from services.router import core, model
 from services.router.classify import classify
 from services.router.policy import load_policy, load_taxonomy
-from shared.cli import main
 from shared.contracts.case_events import ContactReceived
 from shared.contracts.inbound import CustomerIdentity
 

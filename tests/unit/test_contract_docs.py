@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import main
+from cli import main
 from shared.contracts import export
 from shared.contracts.dead_letter import DEAD_LETTER_HEADER_NAMES, DeadLetterHeaders
 from shared.contracts.envelope import Envelope

@@ -204,8 +204,8 @@ def test_the_receiving_agents_acceptance_acknowledges_but_not_the_agent_who_had_
 
 
 def classified(**kw: Any) -> ce.CaseClassified:
-    base: dict[str, Any] = dict(case_id=CASE, skill="billing", queue="billing", priority="normal",
-                                language="en", confidence=0.8)
+    base: dict[str, Any] = {"case_id": CASE, "skill": "billing", "queue": "billing",
+                            "priority": "normal", "language": "en", "confidence": 0.8}
     return ce.CaseClassified(**{**base, **kw})
 
 

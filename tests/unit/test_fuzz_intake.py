@@ -5,12 +5,13 @@ structured mode, for every event type and every platform adapter (Twilio, Amazon
 Chatwoot): valid events from templates and real samples (tests/fixtures/intake/webhooks, also
 other platforms' payloads handed to the adapters as if they were theirs), mutated (fields
 dropped, replaced by any JSON, strings that attack parsers, lone surrogate escapes, huge and
-non-finite numbers, deep nesting, broken bytes and headers), and real emails (the copied corpus
-in tests/fixtures/intake/fuzz-seeds, plus ../shared/data/emails when present) mutated at the
-byte, header and MIME-structure level. Each goes through `tests/support/intake_pipeline.py`
-(the runtime's decoding, schema validation, `core.understand`, `core.decide` for several
-threads, `record_for_event`) and must end as a contact or a clean rejection whose reason quotes
-no customer text, leaving only valid Unicode and indexable keys (`intake_pipeline.check`).
+non-finite numbers, deep nesting, broken bytes and headers), and real emails (the seeds in
+tests/fixtures/intake/fuzz-seeds and the public corpus in tests/fixtures/intake/corpus, every
+clone alike) mutated at the byte, header and MIME-structure level. Each goes through
+`tests/support/intake_pipeline.py` (the runtime's decoding, schema validation,
+`core.understand`, `core.decide` for several threads, `record_for_event`) and must end as a
+contact or a clean rejection whose reason quotes no customer text, leaving only valid Unicode
+and indexable keys (`intake_pipeline.check`).
 
 `make test` runs 10,000 cases with a fixed derandomised sequence (repeatable, no database of
 examples); `make fuzz` sets SWITCHBOARD_FUZZ_SCALE=10 (100,000 cases) and random seeds
@@ -301,10 +302,9 @@ def _seed_files() -> list[bytes]:
                     if p.is_file() and not p.name.startswith(("LICENSE", "NOTICE")))
     copied += sorted(p for p in FIXTURES.joinpath("emails").rglob("*.eml"))
     seeds = [p.read_bytes() for p in copied]
-    if CORPUS.is_dir():  # the whole public corpus beside the checkout, when there (CI)
-        seeds += [p.read_bytes() for p in sorted(CORPUS.rglob("*"))
-                  if p.is_file() and p.stat().st_size < 64_000
-                  and not p.name.startswith(("LICENSE", "NOTICE", "README", "."))]
+    seeds += [p.read_bytes() for p in sorted(CORPUS.rglob("*"))  # the public corpus
+              if p.is_file() and p.stat().st_size < 64_000
+              and not p.name.startswith(("LICENSE", "NOTICE", "README", "."))]
     return seeds
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from services.intake import core, suppression
 from services.intake.automated import automated_reason
 from services.intake.email_parsing import parse_email
-from shared.cli import main
 from shared.contracts import inbound as ib
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

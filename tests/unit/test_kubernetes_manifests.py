@@ -101,10 +101,10 @@ def run_kubeconform(core_schemas: Path, manifest: Path,
     return subprocess.run(
         [kubeconform(), "-strict", "-summary", "-output", "json",
          "-kubernetes-version", KUBERNETES_VERSION,
-         "-schema-location", f"{core_schemas}/{{{{ .NormalizedKubernetesVersion }}}}-standalone"
-                             "{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json",
-         "-schema-location", f"{K8S}/schemas/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_"
-                             "{{ .ResourceAPIVersion }}.json", *more, str(manifest)],
+         "-schema-location", (f"{core_schemas}/{{{{ .NormalizedKubernetesVersion }}}}-standalone"
+                             "{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+         "-schema-location", (f"{K8S}/schemas/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_"
+                             "{{ .ResourceAPIVersion }}.json"), *more, str(manifest)],
         capture_output=True, text=True, check=False)
 
 

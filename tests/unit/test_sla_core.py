@@ -244,7 +244,7 @@ def test_event_ids_are_deterministic() -> None:
     assert [e.event_id for e in one.contact()] == [e.event_id for e in two.contact()]
 
 
-@pytest.mark.parametrize("edit, where, on_line", [
+@pytest.mark.parametrize(("edit", "where", "on_line"), [
     (lambda p: p["rules"][2]["targets"]["first_response"].update(target="4 hours"),
      "rules.2.targets.first_response.target", "4 hours"),
     (lambda p: p["calendars"]["berlin"].update(time_zone="Europe/Berlim"),

@@ -61,7 +61,7 @@ def test_a_candidate_policy_shows_what_would_have_changed() -> None:
 def test_replay_rejects_a_broken_candidate_policy_naming_its_line(tmp_path: Any) -> None:
     from click.testing import CliRunner
 
-    from shared.cli import main
+    from cli import main
     broken = json.loads(json.dumps(POLICY))
     broken["calendars"]["berlin"]["time_zone"] = "Europe/Berlim"
     path = tmp_path / "candidate.json"

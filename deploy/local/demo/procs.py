@@ -32,14 +32,13 @@ class ServiceSet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in SERVICES:
             # Fresh log per run, so a tail shows this run's trouble.
-            log = open(self.log_path(name), "wb")
             # Own session: Ctrl-C in the terminal reaches the demo only, which then stops the
             # services in order (feed first, so nothing is fed to a service going down).
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            log.close()
+            with open(self.log_path(name), "wb") as log:  # the child keeps its own fd
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
 
     def ready(self) -> set[str]:
         return {n for n in self.procs

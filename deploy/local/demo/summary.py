@@ -297,10 +297,10 @@ def full_report(s: Snapshot, title: str, final: bool = False) -> str:
     lines = [
         f"{title} ({_clock(s.elapsed)})   services: {state}",
         "",
-        f"Fed            {f.contacts['email']} emails, {f.contacts['chat']} chats"
+        (f"Fed            {f.contacts['email']} emails, {f.contacts['chat']} chats"
         f" ({f.chat_messages} messages), {f.contacts['voice']} calls,"
         f" {f.contacts['voicemail']} voicemails: {f.events} events"
-        f" (+{1 if f.duplicate_of else 0} duplicate delivery, {f.malformed} malformed)",
+        f" (+{1 if f.duplicate_of else 0} duplicate delivery, {f.malformed} malformed)"),
         "",
         f"{'':15}{'email':>7}{'chat':>7}{'voice':>7}{'total':>7}",
     ]
@@ -322,11 +322,11 @@ def full_report(s: Snapshot, title: str, final: bool = False) -> str:
         f" {s.n_events('assignment.declined')} declined and re-offered; {s.offers_on_kafka} on"
         f" {ROUTING_OFFERS}" + (f" ({s.offers_for_earlier_runs} for earlier runs' cases)"
                                 if s.offers_for_earlier_runs else ""),
-        f"Agents         {a.accepted} accepted, {a.declined} declined, {a.replied} replies"
-        f" ({a.late} after the deadline), {a.solved} solved",
-        f"Escalations    {s.n_events('case.escalated')} escalated,"
+        (f"Agents         {a.accepted} accepted, {a.declined} declined, {a.replied} replies"
+        f" ({a.late} after the deadline), {a.solved} solved"),
+        (f"Escalations    {s.n_events('case.escalated')} escalated,"
         f" {s.n_events('escalation.notified')} notified; {s.notifications} on"
-        f" {SUPERVISOR_NOTIFICATIONS}",
+        f" {SUPERVISOR_NOTIFICATIONS}"),
         f"Suppressed     {sum(s.suppressed.values())} automated mails set aside, no case"
         + (f" ({', '.join(f'{k} {v}' for k, v in s.suppressed.most_common(4))})"
            if s.suppressed else "") + "; `switchboard intake suppressed list`",
@@ -350,8 +350,8 @@ def full_report(s: Snapshot, title: str, final: bool = False) -> str:
 
 def _clip(lines: list[str], most: int) -> list[str]:
     lines = [line if len(line) <= 110 else line[:107] + "..." for line in lines]
-    return lines if len(lines) <= most else [*lines[: most - 1], f"... {len(lines) - most + 1}"
-                                             " more lines"]
+    return lines if len(lines) <= most else [*lines[: most - 1], (f"... {len(lines) - most + 1}"
+                                             " more lines")]
 
 
 def _clock(seconds: float) -> str:

@@ -1,4 +1,7 @@
 -- State the services keep beside the log.
+-- (Kept here under its released name although it creates tables of intake, sla and router:
+-- the file name is the version a deployed database recorded. Their grants and later
+-- migrations are in services/<name>/migrations/.)
 
 -- intake: which case a thread (email message id, chat session, call) belongs to.
 CREATE TABLE intake_thread (

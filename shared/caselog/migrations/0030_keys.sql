@@ -5,6 +5,8 @@
 -- ("<kind>~<HMAC-SHA256, base64url>", shared/keys.py). The columns stay text; rows written
 -- before this version hold identifiers as written until `switchboard keys migrate` (run once
 -- after `db migrate`, with the services' key configured) replaces them by their keyed form.
+-- (Kept here under its released name although it alters intake's and the router's tables as
+-- well as the dead letters: the file name is the version a deployed database recorded.)
 COMMENT ON COLUMN intake_thread.thread_key IS
     'keyed hash (shared/keys.py) of "email:<Message-ID>", "chat:<session>", "chatmsg:…", "call:<id>", "voice:…", "ref:<token>"';
 COMMENT ON COLUMN intake_case.customer_keys IS
