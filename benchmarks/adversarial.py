@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from services.intake import core  # noqa: E402
 from services.intake.app import IntakeHandler  # noqa: E402
+from shared.channels import registry  # noqa: E402
 from shared.clock import FrozenClock  # noqa: E402
-from shared.contracts.inbound import INBOUND_TOPICS  # noqa: E402
 from shared.outbox import record_for_event  # noqa: E402
 from shared.runtime import Rejected, Route, ServiceRuntime  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
@@ -68,7 +68,7 @@ def _reset_peak(pid: int) -> None:
 
 async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tuple[str, str]:
     """(outcome, detail) of one record through the service's path (no SQL)."""
-    models = next(m for t, m in INBOUND_TOPICS.items() if t == adv.topic)
+    models = registry.inbound_topics()[adv.topic]
     route = Route(adv.topic, models, {t: handler for t in models})
     try:
         decoded = runtime._decode(adv.record(), route)

@@ -28,11 +28,10 @@ from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.safe_text import storable_tree, without_surrogates
+from shared.channels import registry
 from shared.contracts import inbound as ib
 from shared.contracts.base import Contract
 from shared.contracts.envelope import Envelope
-from shared.contracts.inbound import INBOUND_TOPICS
-from shared.contracts.topics import INBOUND_EMAIL
 from shared.events import Decision
 from shared.keys import Keyring, keyring_from
 from shared.redaction import compile_patterns
@@ -59,6 +58,9 @@ class IntakeHandler:
             keys=self.ring,
             trusted_authserv_ids=tuple(settings.intake_trusted_authserv_ids),
         )
+        self.thread_rules = core.ThreadRules(
+            window=timedelta(hours=settings.intake_thread_window_hours),
+            joins_open_case=settings.intake_chat_joins_open_case)
         if pool is None and settings.intake_parse_workers > 0:
             pool = ParsePool(settings.intake_parse_workers,
                              settings.intake_parse_deadline_seconds,
@@ -175,15 +177,13 @@ class IntakeHandler:
         related: str | None = None
         chosen: core.Candidate | None = None
 
-        async def consider(how: str, found: list[str]) -> bool:
+        async def consider(step: core.Lookup, found: list[str]) -> bool:
             nonlocal related, chosen
             if not found:
                 return False
-            # Thread keys of chat and voice are the front-end's own ids; email's are headers.
-            checked = contact.channel == "email" and how in ("thread", "reference")
-            members = await _participants(conn, found, sender) if checked else set(found)
+            members = await _participants(conn, found, sender) if step.participants else set(found)
             for case_id in found:
-                candidate = core.Candidate(case_id, how, case_id in members)
+                candidate = core.Candidate(case_id, step.how, case_id in members)
                 if core.may_join(contact, candidate):
                     chosen = candidate
                     return True
@@ -191,18 +191,14 @@ class IntakeHandler:
             return False
 
         extra = released.related_keys if released is not None else ()
-        if await consider("thread", await _cases(conn, ring, contact.lookup_keys, extra)):
-            pass
-        elif contact.reference and await consider(
-                "reference", await _cases(conn, ring, (f"ref:{contact.reference}",))):
-            pass
-        elif contact.channel == "email" and contact.subject_key and keys and await consider(
-                "subject-window", await _open_cases(
-                    conn, sender, ring.forms(f"subject:{contact.subject_key}"),
-                    contact.at - timedelta(hours=self.settings.intake_thread_window_hours))):
-            pass
-        elif contact.channel == "chat" and keys and self.settings.intake_chat_joins_open_case:
-            await consider("customer", await _open_cases(conn, sender, None, None))
+        for step in core.thread_lookups(contact, self.thread_rules, bool(keys)):
+            if step.open_case:
+                subjects = tuple(f for k in step.keys for f in ring.forms(k)) or None
+                found = await _open_cases(conn, sender, subjects, step.since)
+            else:
+                found = await _cases(conn, ring, step.keys, extra if step.how == "thread" else ())
+            if await consider(step, found):
+                break
         if chosen is None:
             return core.Thread(directory=directory, related_case_id=related)
         case_id = chosen.case_id
@@ -373,8 +369,10 @@ def _lenient(model: type[Contract]) -> type[Contract]:
         "model_validate_json": classmethod(model_validate_json)})
 
 
-INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
-    topic: {t: _lenient(m) for t, m in models.items()} for topic, models in INBOUND_TOPICS.items()}
+def inbound_models() -> dict[str, dict[str, type[Contract]]]:
+    """Every registered channel's topic and its contracts, each read leniently."""
+    return {topic: {t: _lenient(m) for t, m in models.items()}
+            for topic, models in registry.inbound_topics().items()}
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
@@ -391,9 +389,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
 
     runtime.startup.append(start_workers)
     runtime.background.append(stop_workers_on_shutdown)
-    for topic, models in INBOUND_MODELS.items():
-        # An email may take up to the parse deadline: smaller batches keep a batch of them well
-        # inside the consumer's poll interval.
-        runtime.subscribe(Route(topic, models, {t: handler for t in models},
-                                max_records=50 if topic == INBOUND_EMAIL else 200))
+    for spec in registry.channels():
+        models = {t: _lenient(m) for t, m in spec.contracts.items()}
+        runtime.subscribe(Route(spec.topic, models, {t: handler for t in models},
+                                max_records=spec.max_batch))
     return runtime

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.contracts.agents import ChannelName
+from shared.channels import registry
+from shared.channels.registry import ChannelName
 
 M = TypeVar("M", bound=BaseModel)
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -54,14 +55,13 @@ class QueueOverride(_Model):
 
 class Capacity(_Model):
     default_units: int = Field(ge=1)
-    weights: dict[ChannelName, int]
+    # Capacity units a contact takes, per channel; a channel not named: its own default
+    # (shared/channels/, `default_weight`).
+    weights: dict[ChannelName, int] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _every_channel_weighted(self) -> Capacity:
-        missing = {"email", "chat", "voice"} - set(self.weights)
-        if missing:
-            raise ValueError(f"weights: missing channel(s) {sorted(missing)}")
-        return self
+    def weight(self, channel: str) -> int:
+        found = self.weights.get(channel)
+        return found if found is not None else registry.get(channel).default_weight
 
 
 class AuthorityTier(_Model):

@@ -161,7 +161,7 @@ def test_packaged_policies_load_and_their_schemas_are_current() -> None:
 @pytest.mark.parametrize(("change", "field"), [
     (lambda p: p["relaxation"][1].update(after_seconds="soon"), "relaxation.1.after_seconds"),
     (lambda p: p["relaxation"][2].update(after_seconds=30), "relaxation.2.after_seconds"),
-    (lambda p: p["capacity"]["weights"].pop("voice"), "weights"),
+    (lambda p: p["capacity"]["weights"].update(fax=5), "weights.fax"),
     (lambda p: p.update(offer_ttl_seconds=-1), "offer_ttl_seconds"),
     (lambda p: p.update(surprise=1), "surprise"),
     (lambda p: p["authority_tiers"][-1].update(max_refund=5), "authority_tiers"),
