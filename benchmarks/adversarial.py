@@ -40,6 +40,7 @@ from services.intake import core  # noqa: E402
 from services.intake.app import IntakeHandler  # noqa: E402
 from shared.channels import registry  # noqa: E402
 from shared.clock import FrozenClock  # noqa: E402
+from shared.contracts.base import inbound_cause  # noqa: E402
 from shared.outbox import record_for_event  # noqa: E402
 from shared.runtime import Rejected, Route, ServiceRuntime  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
@@ -84,10 +85,11 @@ async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tu
                 raise Rejected(str(exc)) from exc
         if contact is None:
             return "contact", "nothing to record"
+        cause = inbound_cause(envelope.source, envelope.id)
         if hasattr(handler, "decide"):
-            decision, _ = await handler.decide(contact, core.Thread(), envelope, NOW)
+            decision, _ = await handler.decide(contact, core.Thread(), cause, NOW)
         else:
-            decision, _ = core.decide(contact, core.Thread(), envelope.id, NOW, handler.config)
+            decision, _ = core.decide(contact, core.Thread(), cause, NOW, handler.config)
         size = sum(len(record_for_event(e, runtime.source).value) for e in decision.events)
         return "contact", f"{len(decision.events)} events, {size:,} bytes"
     except Rejected as exc:

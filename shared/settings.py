@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     intake_chat_burst_seconds: float = 120.0
     # A new chat session of a customer with an open case joins that case instead of a new one.
     intake_chat_joins_open_case: bool = False
+    # Recognise records processed before derived ids came from (ce_source, ce_id) when they are
+    # redelivered or redriven (docs/intake.md, "Derived ids"); off once no inbound topic or dead
+    # letter holds a record from before that upgrade.
+    intake_legacy_ids: bool = True
     # Region for phone numbers written without a country code (ISO 3166 alpha-2).
     intake_default_phone_region: str = "US"
     # Extra regular expressions whose matches are masked, e.g. ["\\bACCT-\\d{8}\\b"].

@@ -28,9 +28,10 @@ from services.intake.email_parsing import EmailLimits
 from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.safe_text import storable_tree, without_surrogates
+from shared.caselog.store import any_logged
 from shared.channels import registry
 from shared.contracts import inbound as ib
-from shared.contracts.base import Contract
+from shared.contracts.base import Contract, inbound_cause
 from shared.contracts.envelope import Envelope
 from shared.events import Decision
 from shared.keys import Keyring, keyring_from
@@ -43,8 +44,11 @@ log = logging.getLogger(__name__)
 
 class IntakeHandler:
     def __init__(self, settings: Settings, pool: ParsePool | None = None,
-                 ring: Keyring | None = None) -> None:
+                 ring: Keyring | None = None, started_at: datetime | None = None) -> None:
         self.settings = settings
+        # Records older than this process may have been processed by an intake that derived
+        # ids from `ce_id` alone; None: any record may (`_processed_before_upgrade`).
+        self.started_at = started_at
         self.ring = ring or keyring_from(settings)  # KeyMissing: the service does not start
         self.config = core.IntakeConfig(
             email_limits=EmailLimits(
@@ -92,13 +96,24 @@ class IntakeHandler:
         if released is not None:  # an operator said this "automated" mail is a person's
             contact = suppression.as_person(contact, released.suppression_id)
         thread = await self._thread(conn, contact, released)
-        decision, case_id = await self.decide(contact, thread, envelope, now)
-        if case_id is None and contact.automated and not thread.duplicate:
+        cause = inbound_cause(envelope.source, envelope.id)
+        decision, case_id = await self.decide(contact, thread, cause, now)
+        suppressed = case_id is None and contact.automated and not thread.duplicate
+        if (decision.events or suppressed) and self._maybe_legacy(envelope) and \
+                await _processed_before_upgrade(conn, envelope):
+            return Decision()
+        if suppressed:
             # No case to record it on: set aside with its reason, never dropped in silence.
-            await suppression.store(conn, suppression.record(contact, envelope.id, self.config))
+            await suppression.store(conn, suppression.record(contact, cause, self.config))
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, released)
         return decision
+
+    def _maybe_legacy(self, envelope: Envelope) -> bool:
+        """Whether the record may have been processed before ids derived from (source, id): a
+        record sent after this process started cannot have been."""
+        return self.settings.intake_legacy_ids and (
+            self.started_at is None or envelope.time < self.started_at)
 
     # --- the pure work, bounded -----------------------------------------------------------
     async def understand(self, envelope: Envelope, payload: Any,
@@ -119,12 +134,12 @@ class IntakeHandler:
         return contact
 
     async def decide(self, contact: core.IncomingContact, thread: core.Thread,
-                     envelope: Envelope, now: datetime) -> tuple[Decision, str | None]:
+                     cause: str, now: datetime) -> tuple[Decision, str | None]:
         """`core.decide` (redaction of every string), off the event loop for large contacts."""
         size = sum(len(t or "") for t in (contact.text, contact.full_text, contact.subject))
         result: tuple[Decision, str | None] = await self._run(
             size > self.settings.intake_parse_inline_max_bytes, core.decide, contact, thread,
-            envelope.id, now, self.config)
+            cause, now, self.config)
         return result
 
     async def _run(self, offload: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -258,6 +273,16 @@ class IntakeHandler:
                     list(ring.forms(session)), contact.at)
 
 
+async def _processed_before_upgrade(conn: asyncpg.Connection, envelope: Envelope) -> bool:
+    """Whether this record was processed when ids derived from `ce_id` alone (a redelivery or
+    redrive of a record older than `inbound_cause`): its events, or its suppression record,
+    carry the ids of that time. Nothing is decided again for it (docs/intake.md, "Derived ids")."""
+    if await any_logged(conn, core.legacy_event_ids(envelope.id)):
+        return True
+    legacy = suppression.record_id(envelope.id)
+    return await suppression.get(conn, legacy) is not None
+
+
 async def _cases(conn: asyncpg.Connection, ring: Keyring, plain: tuple[str, ...],
                  stored: tuple[str, ...] = ()) -> list[str]:
     """The cases filed under these thread keys (and already keyed `stored` ones), in the keys'
@@ -376,7 +401,8 @@ def inbound_models() -> dict[str, dict[str, type[Contract]]]:
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
-    handler = IntakeHandler(runtime.settings if runtime.settings else get_settings())
+    handler = IntakeHandler(runtime.settings if runtime.settings else get_settings(),
+                            started_at=runtime.clock.now())
 
     async def start_workers(_: ServiceRuntime) -> None:
         await handler.start()

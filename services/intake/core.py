@@ -10,6 +10,7 @@ whole just before it leaves (`_redacted`), so no field is forgotten.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,6 +213,17 @@ def customer_keys(contact: IncomingContact) -> tuple[str, ...]:
 
 
 # --- decisions ---------------------------------------------------------------------------------
+# The steps `decide` derives event ids for (each event's id is derive_event_id(cause, step)).
+STEPS = ("case.opened", "case.reopened", "contact.received", "contact.text_added",
+         "contact.activity_recorded")
+
+
+def legacy_event_ids(ce_id: str) -> list[uuid.UUID]:
+    """The ids this inbound event's case events had when ids derived from its `ce_id` alone
+    (before `inbound_cause`): one of them in the log means the event was processed then."""
+    return [derive_event_id(ce_id, step) for step in STEPS]
+
+
 def new_case_id(cause_id: str) -> str:
     return f"case-{derive_event_id(cause_id, 'case')}"
 
