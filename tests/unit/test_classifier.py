@@ -175,6 +175,21 @@ def test_an_invalid_routing_policy_names_the_field(tmp_path: Path, change: Any,
     assert field in str(err.value) and "routing.json" in str(err.value)
 
 
+def test_a_routing_policy_error_names_the_file_and_line(tmp_path: Path) -> None:
+    text = (pol.POLICY_DIR / "routing.json").read_text("utf-8")
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if '"offer_ttl_seconds"' in line)
+    lines[at] = '  "offer_ttl_seconds": -1,'
+    path = tmp_path / "routing.json"
+    path.write_text("\n".join(lines), "utf-8")
+    with pytest.raises(pol.PolicyError) as err:
+        pol.load_policy(path)
+    assert str(err.value).startswith(f"{path}:{at + 1}: offer_ttl_seconds: ")
+    path.write_text(text.replace('"version": 1,', '"version": 1'), "utf-8")
+    with pytest.raises(pol.PolicyError, match=rf"^{path}:3: not valid JSON"):
+        pol.load_policy(path)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     (lambda t: t["intents"][0].update(skill="astrology"), "intents.0.skill"),
     (lambda t: t["intents"][1].update(keywords=["(unclosed"]), "intents.1.keywords.0"),
