@@ -148,8 +148,7 @@ def agent_row(agent_id: str, profile: Mapping[str, Any], idle_since: datetime | 
         units_capacity=int(profile.get("capacity_units") or policy.capacity.default_units))
     for offer in offers:
         row.load[offer.channel] = row.load.get(offer.channel, 0) + 1
-        weights = {str(ch): units for ch, units in policy.capacity.weights.items()}
-        row.units_used += weights.get(offer.channel, 0)
+        row.units_used += policy.capacity.weight(offer.channel)
         (row.current if offer.state == "accepted" else row.pending).append(offer)
     return row
 
