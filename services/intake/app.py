@@ -417,6 +417,6 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.background.append(stop_workers_on_shutdown)
     for spec in registry.channels():
         models = {t: _lenient(m) for t, m in spec.contracts.items()}
-        runtime.subscribe(Route(spec.topic, models, {t: handler for t in models},
+        runtime.subscribe(Route(spec.topic, models, dict.fromkeys(models, handler),
                                 max_records=spec.max_batch))
     return runtime

@@ -17,7 +17,7 @@ from shared.contracts.topics import INBOUND_CHAT
 
 def extract(p: Any, now: datetime, tools: Tools) -> IncomingContact:
     key = (f"chat:{p.session_id}",)
-    base: dict[str, Any] = dict(channel="chat", lookup_keys=key, own_keys=key)
+    base: dict[str, Any] = {"channel": "chat", "lookup_keys": key, "own_keys": key}
     if isinstance(p, ib.ChatMessage):
         return IncomingContact(**base, source_type="chat.message", at=p.sent_at,
                                customer=p.customer, text=p.text,

@@ -26,7 +26,8 @@ def call_contact_id(call_id: str) -> str:
 def extract(p: Any, now: datetime, tools: Tools) -> IncomingContact:
     key = (f"call:{p.call_id}",)
     dedup = f"voice:{p.call_id}/{hashlib.sha256(p.model_dump_json().encode()).hexdigest()}"
-    base: dict[str, Any] = dict(channel="voice", lookup_keys=key, own_keys=key, dedup_key=dedup)
+    base: dict[str, Any] = {"channel": "voice", "lookup_keys": key, "own_keys": key,
+                            "dedup_key": dedup}
     contact_id = call_contact_id(p.call_id)
     if isinstance(p, ib.CallStarted):
         customer = p.customer if p.customer.phone else p.customer.model_copy(
