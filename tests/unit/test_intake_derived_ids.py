@@ -134,3 +134,21 @@ async def test_a_record_sent_after_the_upgrade_is_never_taken_for_an_old_one() -
     assert [e.type for e in decision.events] == ["case.opened", "contact.activity_recorded"]
     earlier = envelope().model_copy(update={"time": NOW.replace(minute=29)})
     assert (await handler(conn, earlier, STARTED, NOW)).events == ()  # type: ignore[arg-type]
+
+
+def test_the_legacy_lookup_covers_every_step_intake_derives() -> None:
+    """`core.STEPS` is what the lookup of old ids asks for: every event `decide` can emit."""
+    call = core.understand("call.started", ib.CallStarted(
+        call_id="c-1", from_number="+14155550100", to_number="+14155550199", started_at=NOW), NOW)
+    assert call is not None
+    cases = [(chat(), None), (chat(), core.Thread(case_id="case-1", solved=True)),
+             (chat(), core.Thread(case_id="case-1", burst_contact_id="contact-1")), (call, None),
+             (core.understand("chat.started", STARTED, NOW), "case-1")]
+    seen = set()
+    for contact, thread in cases:
+        assert contact is not None
+        decision, _ = core.decide(contact, thread, "cause", NOW)
+        for event in decision.events:
+            assert event.event_id == derive_event_id("cause", event.type)
+            seen.add(event.type)
+    assert seen == set(core.STEPS)
