@@ -1,15 +1,15 @@
 """A channel is one module plus one registration entry (shared/channels/).
 
 The proof: SMS, a fourth channel written as `tests/support/sms_channel.py` and registered here,
-runs through intake's pure core and the router's pure decision over its floor, is provisioned and
-documented, and validates on the wire; with nothing else in Switchboard changed.
+runs through intake's pure core, the router's pure decision over its floor and SLA's core, is
+provisioned and documented, and validates on the wire; with nothing else in Switchboard changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -21,12 +21,15 @@ from services.router.classify import RulesClassifier
 from services.router.core import RouterConfig
 from services.router.floor import Floor, PutOffer
 from services.router.policy import load_policy, load_taxonomy
+from services.sla import policy as sla_policy
+from services.sla.replay import Simulation
 from shared.channels import registry
 from shared.contracts import agents as ag
 from shared.contracts import case_events as ce
 from shared.contracts import export
 from shared.contracts.inbound import CustomerIdentity
 from shared.contracts.topics import all_topics, dlq
+from shared.settings import Settings
 from tests.support import sms_channel
 from tests.support.sms_channel import SmsReceived
 
@@ -88,6 +91,23 @@ def test_an_sms_contact_goes_through_intake_and_the_router(sms: registry.Channel
     assert floor.agents["agent-1"].load == {"sms": 1}
     assert floor.agents["agent-1"].used_units(POLICY) == 20  # the channel's default weight
     assert "case.classified" in [e.type for e in outcome.decision.events]
+
+
+def test_sla_times_an_sms_case_by_the_channel_s_own_first_response_target(
+        sms: registry.ChannelSpec) -> None:
+    contact = intake.understand("sms.received", text(), NOW)
+    assert contact is not None
+    decision, _ = intake.decide(contact, None, "evt-sms-2", NOW)
+    # SLA_FIRST_RESPONSE_SECONDS' default (the environment of the test run may set it)
+    seconds = Settings.model_fields["sla_first_response_seconds"].get_default(
+        call_default_factory=True)
+    assert seconds["sms"] == 600
+    run = Simulation(sla_policy.skeleton(seconds))
+    received = [e for e in decision.events if e.type == "contact.received"]  # what SLA reads
+    started = [e for event in received
+               for e in run.feed(event.type, event.data, str(event.event_id), NOW)
+               if e.type == "sla.started"]
+    assert [e.data.due_at - NOW for e in started] == [timedelta(seconds=600)]  # type: ignore[attr-defined]
 
 
 def test_an_sms_channel_is_provisioned_subscribed_and_documented(
