@@ -24,7 +24,7 @@ from services.intake.email_parsing import EmailLimits, EmailRejected, ParsedEmai
 from services.intake.safe_text import storable_tree
 from services.intake.subjects import case_reference, normalise_subject, reference_in
 from shared.channels import registry
-from shared.channels.contact import IncomingContact, Tools, Unprocessable
+from shared.channels.contact import IncomingContact, Unprocessable
 from shared.contracts.base import Contract, derive_event_id
 from shared.contracts.case_events import (
     CaseOpened,
@@ -77,7 +77,6 @@ class IntakeConfig:
 
 
 DEFAULT_CONFIG = IntakeConfig()
-_LENT: Tools = DEFAULT_CONFIG  # the config is what extractors are lent: mypy checks it fits
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 if TYPE_CHECKING:
-    from shared.channels.contact import IncomingContact
+    from shared.channels.contact import IncomingContact, Tools
     from shared.contracts.base import Contract
 
 # An extractor: one inbound event of the channel (its contract), the instant intake received
-# it, and intake's tools (`contact.Tools`) → the contact it stands for.
-Extractor = Callable[[Any, datetime, Any], "IncomingContact"]
+# it, and intake's tools → the contact it stands for. Pure: no I/O, no clock.
+Extractor = Callable[[Any, datetime, "Tools"], "IncomingContact"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class TopicText:
 
 @dataclass(frozen=True)
 class ChannelSpec:
+    """Everything that is one channel's own; a channel module's `CHANNEL`."""
+
     name: str
     topic: str
     # CloudEvents type → contract, every type front-ends may publish on the topic (including
