@@ -39,8 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from services.intake import core  # noqa: E402
 from services.intake.app import IntakeHandler  # noqa: E402
+from shared.channels import registry  # noqa: E402
 from shared.clock import FrozenClock  # noqa: E402
-from shared.contracts.inbound import INBOUND_TOPICS  # noqa: E402
+from shared.contracts.base import inbound_cause  # noqa: E402
 from shared.outbox import record_for_event  # noqa: E402
 from shared.runtime import Rejected, Route, ServiceRuntime  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
@@ -67,7 +68,7 @@ def _reset_peak(pid: int) -> None:
 
 async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tuple[str, str]:
     """(outcome, detail) of one record through the service's path (no SQL)."""
-    models = next(m for t, m in INBOUND_TOPICS.items() if t == adv.topic)
+    models = registry.inbound_topics()[adv.topic]
     route = Route(adv.topic, models, dict.fromkeys(models, handler))
     try:
         decoded = runtime._decode(adv.record(), route)
@@ -83,10 +84,11 @@ async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tu
                 raise Rejected(str(exc)) from exc
         if contact is None:
             return "contact", "nothing to record"
+        cause = inbound_cause(envelope.source, envelope.id)
         if hasattr(handler, "decide"):
-            decision, _ = await handler.decide(contact, core.Thread(), envelope, NOW)
+            decision, _ = await handler.decide(contact, core.Thread(), cause, NOW)
         else:
-            decision, _ = core.decide(contact, core.Thread(), envelope.id, NOW, handler.config)
+            decision, _ = core.decide(contact, core.Thread(), cause, NOW, handler.config)
         size = sum(len(record_for_event(e, runtime.source).value) for e in decision.events)
         return "contact", f"{len(decision.events)} events, {size:,} bytes"
     except Rejected as exc:

@@ -1,17 +1,19 @@
-"""Load a JSON policy file into a pydantic model, with errors that name the file, line and field.
+"""Policy files: JSON loaded into pydantic models, with errors that name the file, line and field.
 
 Whoever edits a policy file by hand needs to see *where* it is wrong, not a pydantic dump: every
 validation error becomes `file:line: field.path: message`. The line comes from a small JSON
-walker that records the line of every key and array element by path. Used by the SLA and
-escalation policy files; a service may raise its own subclass of `PolicyFileError`.
+walker that records the line of every key and array element by path. Used by every service's
+policy files (router, SLA, escalation); a service may raise its own subclass of
+`PolicyFileError`. `Strict` is the base of their models and `When` of their rules' conditions.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -19,6 +21,27 @@ _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
 
 class PolicyFileError(ValueError):
     """A policy file that does not validate; the message names the file, line and field."""
+
+
+class Strict(BaseModel):
+    """A part of a policy file: immutable, and a key it does not know is an error (a misspelt
+    key must not be ignored in silence)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class When(Strict):
+    """The case facts a rule applies to: each field lists the values it allows, absent = any;
+    a fact the case lacks (yet) matches nothing. A policy subclasses it with the facts it may
+    name, each `list[str] | None = None`."""
+
+    priority: list[str] | None = None
+    channel: list[str] | None = None
+    skill: list[str] | None = None
+    customer_tier: list[str] | None = None
+
+    def holds(self, facts: Mapping[str, str | None]) -> bool:
+        return all(allowed is None or facts.get(name) in allowed for name, allowed in self)
 
 
 def load_model(model: type[M], text: str, origin: str = "<policy>",

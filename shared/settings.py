@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.channels import registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +33,10 @@ def default_state_dir() -> Path:
 
 def infra_env_file() -> Path:
     return default_state_dir() / "infra.env"
+
+
+def _first_response() -> dict[str, float]:
+    return {spec.name: spec.first_response_seconds for spec in registry.channels()}
 
 
 class Settings(BaseSettings):
@@ -93,8 +99,9 @@ class Settings(BaseSettings):
     # Largest inbound event accepted (bytes); larger ones are dead-lettered.
     max_inbound_event_bytes: int = 5_000_000
 
-    # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time).
-    sla_first_response_seconds: dict[str, float] = {"email": 14_400, "chat": 120, "voice": 60}
+    # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time);
+    # default: each channel's own (shared/channels/, `first_response_seconds`).
+    sla_first_response_seconds: dict[str, float] = Field(default_factory=_first_response)
     # SLA policy file (calendars, rules, contracts). Empty: the packaged default policy, or, when
     # SLA_FIRST_RESPONSE_SECONDS is set explicitly, the skeleton's first-response-only policy.
     # Both set: SLA_FIRST_RESPONSE_SECONDS overrides the file's first-response targets per channel.
@@ -155,6 +162,10 @@ class Settings(BaseSettings):
     intake_chat_burst_seconds: float = 120.0
     # A new chat session of a customer with an open case joins that case instead of a new one.
     intake_chat_joins_open_case: bool = False
+    # Recognise records processed before derived ids came from (ce_source, ce_id) when they are
+    # redelivered or redriven (docs/intake.md, "Derived ids"); off once no inbound topic or dead
+    # letter holds a record from before that upgrade.
+    intake_legacy_ids: bool = True
     # Region for phone numbers written without a country code (ISO 3166 alpha-2).
     intake_default_phone_region: str = "US"
     # Extra regular expressions whose matches are masked, e.g. ["\\bACCT-\\d{8}\\b"].

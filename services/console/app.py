@@ -47,6 +47,7 @@ from services.console.settings import ConsoleSettings
 from services.console.users import User, UserStore, check_password
 from services.escalation.packet import render_markdown as packet_markdown
 from services.router.policy import load_policy, load_taxonomy
+from shared.channels import registry
 from shared.contracts.case_events import WarmTransferPacket
 from shared.settings import get_settings
 
@@ -194,7 +195,8 @@ class Console:
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(duration=views.duration, clock=_clock, iso=_iso)
-        self.env.globals.update(urlencode=urlencode, presences=PRESENCES)
+        self.env.globals.update(urlencode=urlencode, presences=PRESENCES,
+                                channels=registry.names())
 
     @property
     def reader(self) -> Reader:

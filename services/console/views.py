@@ -19,8 +19,7 @@ from typing import Any
 
 from services.router.policy import RoutingPolicy
 from shared.caselog.chain import GENESIS_HASH, ChainedFields, row_hash
-
-CHANNELS = ("email", "chat", "voice")
+from shared.channels import registry
 
 
 # --- queues ------------------------------------------------------------------------------------
@@ -139,7 +138,7 @@ def agent_row(agent_id: str, profile: Mapping[str, Any], idle_since: datetime | 
               missed: int, offers: Sequence[OpenOffer], policy: RoutingPolicy) -> AgentRow:
     """Occupancy as the router counts it: an offer still open or accepted holds its channel."""
     skills = sorted(profile.get("skills") or [], key=lambda s: (-s["proficiency"], s["skill"]))
-    capacity = {ch: int((profile.get("capacity") or {}).get(ch, 0)) for ch in CHANNELS}
+    capacity = {ch: int((profile.get("capacity") or {}).get(ch, 0)) for ch in registry.names()}
     row = AgentRow(
         agent_id=agent_id, name=str(profile.get("name") or ""),
         presence=str(profile.get("presence") or "offline"),
@@ -149,8 +148,7 @@ def agent_row(agent_id: str, profile: Mapping[str, Any], idle_since: datetime | 
         units_capacity=int(profile.get("capacity_units") or policy.capacity.default_units))
     for offer in offers:
         row.load[offer.channel] = row.load.get(offer.channel, 0) + 1
-        weights = {str(ch): units for ch, units in policy.capacity.weights.items()}
-        row.units_used += weights.get(offer.channel, 0)
+        row.units_used += policy.capacity.weight(offer.channel)
         (row.current if offer.state == "accepted" else row.pending).append(offer)
     return row
 

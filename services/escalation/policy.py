@@ -20,8 +20,6 @@ from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -29,9 +27,10 @@ from pydantic import (
 )
 
 from services.escalation import addresses
+from shared import policy_files
 from shared.durations import parse_duration as parse_duration  # re-exported
 from shared.durations import positive_duration
-from shared.policy_files import load_model
+from shared.policy_files import Strict, load_model
 
 Trigger = Literal["sla.warning", "sla.breached", "authority", "frustration", "repeat_contact",
                   "supervisor_request", "agent_request"]
@@ -76,11 +75,7 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
     return info.context if isinstance(info.context, dict) else {}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Shift(_Strict):
+class Shift(Strict):
     who: str = Field(min_length=1, description="who is on duty (a supervisor id or address)")
     days: list[Day] = Field(default_factory=lambda: list[Day](WEEKDAYS))
     hours: str = Field(default="00:00-24:00", description="local wall time, e.g. 08:00-16:00")
@@ -94,7 +89,7 @@ class Shift(_Strict):
         return value
 
 
-class TargetSpec(_Strict):
+class TargetSpec(Strict):
     """Who an escalation level goes to."""
 
     kind: Literal["queue", "supervisor_group", "rota"]
@@ -118,7 +113,7 @@ class TargetSpec(_Strict):
         return self
 
 
-class WebhookSink(_Strict):
+class WebhookSink(Strict):
     type: Literal["webhook"]
     # Checked before `url` (declared first): addresses this sink may reach although they are
     # loopback, link-local or private (ESCALATION_WEBHOOK_ALLOW_NETWORKS adds to it).
@@ -169,7 +164,7 @@ class WebhookSink(_Strict):
         return parse_timeout(self.timeout)
 
 
-class EmailSink(_Strict):
+class EmailSink(Strict):
     type: Literal["email"]
     to: list[str] = Field(min_length=1, max_length=50)
     sender: str
@@ -211,7 +206,7 @@ def _mailbox(value: str) -> str:
 Sink = Annotated[WebhookSink | EmailSink, Field(discriminator="type")]
 
 
-class Level(_Strict):
+class Level(Strict):
     targets: list[str] = Field(min_length=1)
     ack_timeout: Duration
     repeats: int = Field(default=0, ge=0, le=20,
@@ -223,21 +218,13 @@ class Level(_Strict):
         return positive_duration(value, "ack_timeout must be positive")
 
 
-class When(_Strict):
+class When(policy_files.When):
     """Case attributes a rule applies to; absent = any. A fact the case lacks matches nothing."""
 
-    priority: list[str] | None = None
-    channel: list[str] | None = None
-    skill: list[str] | None = None
     metric: list[str] | None = None
-    customer_tier: list[str] | None = None
-
-    def holds(self, facts: Mapping[str, str | None]) -> bool:
-        return all(allowed is None or facts.get(name) in allowed
-                   for name, allowed in self.model_dump().items())
 
 
-class Rule(_Strict):
+class Rule(Strict):
     name: str
     trigger: Trigger
     when: When = Field(default_factory=When)
@@ -251,13 +238,13 @@ class Rule(_Strict):
         return self
 
 
-class Thresholds(_Strict):
+class Thresholds(Strict):
     repeat_contact_count: int = Field(default=3, ge=1)
     # frustration "rising": sentiment fell by at least this much since the first contact
     frustration_drop: float = Field(default=0.4, gt=0, le=2)
 
 
-class DigestSpec(_Strict):
+class DigestSpec(Strict):
     every: Duration = "1h"
     targets: list[str] = Field(min_length=1)
 
@@ -267,7 +254,7 @@ class DigestSpec(_Strict):
         return positive_duration(value, "digest.every must be positive")
 
 
-class PolicyFile(_Strict):
+class PolicyFile(Strict):
     version: str
     targets: dict[str, TargetSpec]
     sinks: dict[str, Sink] = Field(default_factory=dict)

@@ -29,11 +29,11 @@ from services.intake.identity import DirectoryEntry
 from services.intake.parse_pool import ParsePool, ParseTimeout, TaskFailed, WorkerCrashed, where
 from services.intake.safe_text import storable_tree, without_surrogates
 from shared.caselog import store as caselog
+from shared.caselog.store import any_logged
+from shared.channels import registry
 from shared.contracts import inbound as ib
-from shared.contracts.base import Contract
+from shared.contracts.base import Contract, inbound_cause
 from shared.contracts.envelope import Envelope
-from shared.contracts.inbound import INBOUND_TOPICS
-from shared.contracts.topics import INBOUND_EMAIL
 from shared.events import Decision
 from shared.keys import Keyring, keyring_from
 from shared.redaction import compile_patterns
@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 
 class IntakeHandler:
     def __init__(self, settings: Settings, pool: ParsePool | None = None,
-                 ring: Keyring | None = None) -> None:
+                 ring: Keyring | None = None, started_at: datetime | None = None) -> None:
         self.settings = settings
+        # Records older than this process may have been processed by an intake that derived
+        # ids from `ce_id` alone; None: any record may (`_processed_before_upgrade`).
+        self.started_at = started_at
         self.ring = ring or keyring_from(settings)  # KeyMissing: the service does not start
         self.config = core.IntakeConfig(
             email_limits=EmailLimits(
@@ -60,6 +63,9 @@ class IntakeHandler:
             keys=self.ring,
             trusted_authserv_ids=tuple(settings.intake_trusted_authserv_ids),
         )
+        self.thread_rules = core.ThreadRules(
+            window=timedelta(hours=settings.intake_thread_window_hours),
+            joins_open_case=settings.intake_chat_joins_open_case)
         if pool is None and settings.intake_parse_workers > 0:
             pool = ParsePool(settings.intake_parse_workers,
                              settings.intake_parse_deadline_seconds,
@@ -91,13 +97,24 @@ class IntakeHandler:
         if released is not None:  # an operator said this "automated" mail is a person's
             contact = suppression.as_person(contact, released.suppression_id)
         thread = await self._thread(conn, contact, released)
-        decision, case_id = await self.decide(contact, thread, envelope, now)
-        if case_id is None and contact.automated and not thread.duplicate:
+        cause = inbound_cause(envelope.source, envelope.id)
+        decision, case_id = await self.decide(contact, thread, cause, now)
+        suppressed = case_id is None and contact.automated and not thread.duplicate
+        if (decision.events or suppressed) and self._maybe_legacy(envelope) and \
+                await _processed_before_upgrade(conn, envelope):
+            return Decision()
+        if suppressed:
             # No case to record it on: set aside with its reason, never dropped in silence.
-            await suppression.store(conn, suppression.record(contact, envelope.id, self.config))
+            await suppression.store(conn, suppression.record(contact, cause, self.config))
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, released)
         return decision
+
+    def _maybe_legacy(self, envelope: Envelope) -> bool:
+        """Whether the record may have been processed before ids derived from (source, id): a
+        record sent after this process started cannot have been."""
+        return self.settings.intake_legacy_ids and (
+            self.started_at is None or envelope.time < self.started_at)
 
     # --- the pure work, bounded -----------------------------------------------------------
     async def understand(self, envelope: Envelope, payload: Any,
@@ -118,12 +135,12 @@ class IntakeHandler:
         return contact
 
     async def decide(self, contact: core.IncomingContact, thread: core.Thread,
-                     envelope: Envelope, now: datetime) -> tuple[Decision, str | None]:
+                     cause: str, now: datetime) -> tuple[Decision, str | None]:
         """`core.decide` (redaction of every string), off the event loop for large contacts."""
         size = sum(len(t or "") for t in (contact.text, contact.full_text, contact.subject))
         result: tuple[Decision, str | None] = await self._run(
             size > self.settings.intake_parse_inline_max_bytes, core.decide, contact, thread,
-            envelope.id, now, self.config)
+            cause, now, self.config)
         return result
 
     async def _run(self, offload: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -176,15 +193,13 @@ class IntakeHandler:
         related: str | None = None
         chosen: core.Candidate | None = None
 
-        async def consider(how: str, found: list[str]) -> bool:
+        async def consider(step: core.Lookup, found: list[str]) -> bool:
             nonlocal related, chosen
             if not found:
                 return False
-            # Thread keys of chat and voice are the front-end's own ids; email's are headers.
-            checked = contact.channel == "email" and how in ("thread", "reference")
-            members = await _participants(conn, found, sender) if checked else set(found)
+            members = await _participants(conn, found, sender) if step.participants else set(found)
             for case_id in found:
-                candidate = core.Candidate(case_id, how, case_id in members)
+                candidate = core.Candidate(case_id, step.how, case_id in members)
                 if core.may_join(contact, candidate):
                     chosen = candidate
                     return True
@@ -192,18 +207,14 @@ class IntakeHandler:
             return False
 
         extra = released.related_keys if released is not None else ()
-        if await consider("thread", await _cases(conn, ring, contact.lookup_keys, extra)):
-            pass
-        elif contact.reference and await consider(
-                "reference", await _cases(conn, ring, (f"ref:{contact.reference}",))):
-            pass
-        elif contact.channel == "email" and contact.subject_key and keys and await consider(
-                "subject-window", await _open_cases(
-                    conn, sender, ring.forms(f"subject:{contact.subject_key}"),
-                    contact.at - timedelta(hours=self.settings.intake_thread_window_hours))):
-            pass
-        elif contact.channel == "chat" and keys and self.settings.intake_chat_joins_open_case:
-            await consider("customer", await _open_cases(conn, sender, None, None))
+        for step in core.thread_lookups(contact, self.thread_rules, bool(keys)):
+            if step.open_case:
+                subjects = tuple(f for k in step.keys for f in ring.forms(k)) or None
+                found = await _open_cases(conn, sender, subjects, step.since)
+            else:
+                found = await _cases(conn, ring, step.keys, extra if step.how == "thread" else ())
+            if await consider(step, found):
+                break
         if chosen is None:
             return core.Thread(directory=directory, related_case_id=related)
         case_id = chosen.case_id
@@ -261,6 +272,16 @@ class IntakeHandler:
                     "UPDATE intake_chat_session SET last_message_at ="
                     " greatest(last_message_at, $2) WHERE session_id = ANY($1::text[])",
                     list(ring.forms(session)), contact.at)
+
+
+async def _processed_before_upgrade(conn: asyncpg.Connection, envelope: Envelope) -> bool:
+    """Whether this record was processed when ids derived from `ce_id` alone (a redelivery or
+    redrive of a record older than `inbound_cause`): its events, or its suppression record,
+    carry the ids of that time. Nothing is decided again for it (docs/intake.md, "Derived ids")."""
+    if await any_logged(conn, core.legacy_event_ids(envelope.id)):
+        return True
+    legacy = suppression.record_id(envelope.id)
+    return await suppression.get(conn, legacy) is not None
 
 
 async def _cases(conn: asyncpg.Connection, ring: Keyring, plain: tuple[str, ...],
@@ -369,12 +390,14 @@ def _lenient(model: type[Contract]) -> type[Contract]:
         "model_validate_json": classmethod(model_validate_json)})
 
 
-INBOUND_MODELS: dict[str, dict[str, type[Contract]]] = {
-    topic: {t: _lenient(m) for t, m in models.items()} for topic, models in INBOUND_TOPICS.items()}
+def inbound_models() -> dict[str, dict[str, type[Contract]]]:
+    """Every registered channel's topic and its contracts, each read leniently."""
+    return {topic: {t: _lenient(m) for t, m in models.items()}
+            for topic, models in registry.inbound_topics().items()}
 
 
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
-    handler = IntakeHandler(runtime.settings or get_settings())
+    handler = IntakeHandler(runtime.settings or get_settings(), started_at=runtime.clock.now())
 
     async def start_workers(_: ServiceRuntime) -> None:
         await handler.start()
@@ -387,9 +410,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
 
     runtime.startup.append(start_workers)
     runtime.background.append(stop_workers_on_shutdown)
-    for topic, models in INBOUND_MODELS.items():
-        # An email may take up to the parse deadline: smaller batches keep a batch of them well
-        # inside the consumer's poll interval.
-        runtime.subscribe(Route(topic, models, dict.fromkeys(models, handler),
-                                max_records=50 if topic == INBOUND_EMAIL else 200))
+    for spec in registry.channels():
+        models = {t: _lenient(m) for t, m in spec.contracts.items()}
+        runtime.subscribe(Route(spec.topic, models, dict.fromkeys(models, handler),
+                                max_records=spec.max_batch))
     return runtime

@@ -1,18 +1,18 @@
 """Intake's pure core: what an inbound event says, and which case events it produces.
 
-No Kafka, no SQL. `understand` turns one inbound event into an IncomingContact (parsed, with the
-keys that can find its case); the app looks those keys up and hands the result back as a Thread;
-`decide` returns the case events. Every event body is redacted as a whole just before it leaves
-(`_redacted`), so no field is forgotten.
+No Kafka, no SQL. `understand` turns one inbound event into an IncomingContact (its channel's
+extractor, shared/channels/, does the channel's part); `thread_lookups` says where its case may
+be, by its channel's threading; the app looks there and hands back a Thread, having kept only
+the cases `may_join` allows; `decide` returns the case events. Every event body is redacted as a
+whole just before it leaves (`_redacted`), so no field is forgotten.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,32 +20,30 @@ from pydantic import ValidationError
 from services.intake import identity
 from services.intake.adapters import AdapterError, adapt
 from services.intake.authres import sender_authentication
-from services.intake.email_parsing import EmailLimits, EmailRejected, parse_email
+from services.intake.email_parsing import EmailLimits, EmailRejected, ParsedEmail, parse_email
 from services.intake.safe_text import storable_tree
 from services.intake.subjects import case_reference, normalise_subject, reference_in
-from shared.contracts import inbound as ib
+from shared.channels import registry
+from shared.channels.contact import IncomingContact, Unprocessable
 from shared.contracts.base import Contract, derive_event_id
 from shared.contracts.case_events import (
-    AttachmentMeta,
     CaseOpened,
     CaseReopened,
     ContactActivityRecorded,
     ContactReceived,
     ContactTextAdded,
 )
-from shared.contracts.inbound import Channel, CustomerIdentity
+from shared.contracts.inbound import CustomerIdentity
 from shared.events import CaseEvent, Decision
 from shared.keys import Keyring, keyring
 from shared.redaction import redact, redact_tree
 
-MAX_TEXT = ib.MAX_TEXT
 # Ids Switchboard derives itself: never customer text, and redaction must not alter them.
 _OUR_IDS = frozenset({"case_id", "contact_id", "reference", "sha256", "channel", "source_type",
                       "related_case_id"})
 
 
-class Unprocessable(ValueError):
-    """The inbound event can never be processed; the message is the dead-letter reason."""
+__all__ = ["IncomingContact", "Unprocessable"]  # a channel's contact, and its refusal
 
 
 @dataclass(frozen=True)
@@ -61,44 +59,24 @@ class IntakeConfig:
     def ring(self) -> Keyring:
         return self.keys if self.keys is not None else keyring()
 
+    # --- the tools a channel's extractor may use (shared.channels.contact.Tools) -------------
+    def parse_email(self, raw: bytes) -> ParsedEmail:
+        try:
+            return parse_email(raw, self.email_limits)
+        except EmailRejected as exc:
+            raise Unprocessable(str(exc)) from exc
+
+    def sender_authentication(self, results: list[str], from_address: str | None) -> str | None:
+        return sender_authentication(results, self.trusted_authserv_ids, from_address)
+
+    def case_reference_in(self, subject: str | None) -> str | None:
+        return reference_in(subject)
+
+    def subject_key(self, subject: str | None) -> str:
+        return normalise_subject(redact(subject or "", self.redaction_patterns))
+
 
 DEFAULT_CONFIG = IntakeConfig()
-
-
-@dataclass(frozen=True)
-class IncomingContact:
-    """One inbound event, understood, and not yet threaded."""
-
-    channel: Channel
-    source_type: str
-    # Keys that name this contact's thread; the first one that is known gives the case.
-    lookup_keys: tuple[str, ...]
-    # Keys to remember for this case, so later events of the thread find it.
-    own_keys: tuple[str, ...]
-    at: datetime
-    customer: CustomerIdentity = field(default_factory=CustomerIdentity)
-    subject: str | None = None
-    text: str | None = None  # None: activity only, no customer text
-    full_text: str | None = None
-    attachments: list[AttachmentMeta] = field(default_factory=list)
-    details: dict[str, str] = field(default_factory=dict)
-    automated: bool = False
-    may_open_case: bool = True
-    # A chat's pre-chat form opens the case before the customer types: the identity and language
-    # it carries would be lost if we waited for the first message.
-    opens_without_text: bool = False
-    # The source's own id of this message: seen before means a duplicate delivery.
-    dedup_key: str | None = None
-    reference: str | None = None  # a case token found in the subject
-    subject_key: str = ""  # the normalised subject, for the same-customer window
-    # Text that belongs to a contact already received (IVR selection, transcript) when known.
-    adds_to_contact: str | None = None
-    # A chat message: may join the session's contact if it is part of a burst.
-    may_join_burst: bool = False
-    # The front-end vouches that this message belongs to the thread it names (EmailReceived).
-    vouched: bool = False
-    # What a trusted MTA found about the email's sender: "pass", "fail" or None (authres.py).
-    sender_auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,24 +107,68 @@ class Candidate:
 def may_join(contact: IncomingContact, candidate: Candidate) -> bool:
     """Whether a contact may join a case it found: the rule that keeps cases from being hijacked.
 
-    - Email names its thread with headers and a subject anyone can write: it joins only a case
-      whose participants include its sender, and not when a trusted MTA found the From address
-      forged (DMARC fail), unless the front-end vouches for it (`EmailReceived.vouched`).
-    - Chat session and call ids are the front-end's own: their events join their case. A chat
-      joins the customer's *other* open case (INTAKE_CHAT_JOINS_OPEN_CASE) only for a customer
-      the front-end signed in (`customer.verified`): an address typed into a pre-chat form is
-      not evidence.
+    - A channel whose thread keys anyone can write (email: headers, a subject; its
+      `Threading.sender_must_be_participant`) joins only a case whose participants include its
+      sender, and not when a trusted MTA found the From address forged (DMARC fail), unless the
+      front-end vouches for it (`EmailReceived.vouched`).
+    - Other channels' thread keys (chat session and call ids) are the front-end's own: their
+      events join their case. A conversation joins the customer's *other* open case
+      (`Threading.joins_open_case`, INTAKE_CHAT_JOINS_OPEN_CASE) only for a customer the
+      front-end signed in (`customer.verified`): an address typed into a form is not evidence.
     - Automated mail never reopens a case and carries no customer text: it is recorded as
       activity on the case it names, whoever sent it.
     Otherwise the contact opens a new case linked to the one it named.
     """
     if contact.automated:
         return True
-    if contact.channel != "email":
+    if not registry.get(contact.channel).threading.sender_must_be_participant:
         return candidate.how != "customer" or contact.customer.verified
     if contact.vouched:
         return True
     return candidate.participant and contact.sender_auth != "fail"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One place the app looks for a contact's case, in the order `thread_lookups` gives.
+
+    `keys` are thread keys (plain, keyed by the app); an `open_case` lookup asks for the
+    customer's most recent case that is not solved instead, with one of `keys` as its subject
+    key when given, and last heard from `since` when given.
+    """
+
+    how: str  # thread | reference | subject-window | customer
+    keys: tuple[str, ...] = ()
+    open_case: bool = False
+    since: datetime | None = None
+    # The candidates' participants are looked up: `may_join` needs them.
+    participants: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadRules:
+    """The settings threading depends on."""
+
+    window: timedelta = timedelta(hours=72)  # INTAKE_THREAD_WINDOW_HOURS
+    joins_open_case: bool = False  # INTAKE_CHAT_JOINS_OPEN_CASE
+
+
+def thread_lookups(contact: IncomingContact, rules: ThreadRules,
+                   knows_customer: bool) -> tuple[Lookup, ...]:
+    """Where to look for the contact's case, first to last, by its channel's threading: its own
+    thread keys, a case token, the same customer's same subject lately, the customer's open
+    case. `knows_customer`: the contact has customer keys to look up by."""
+    threading = registry.get(contact.channel).threading
+    checked = threading.sender_must_be_participant
+    steps = [Lookup("thread", contact.lookup_keys, participants=checked)]
+    if contact.reference:
+        steps.append(Lookup("reference", (f"ref:{contact.reference}",), participants=checked))
+    if threading.subject_window and contact.subject_key and knows_customer:
+        steps.append(Lookup("subject-window", (f"subject:{contact.subject_key}",),
+                            open_case=True, since=contact.at - rules.window))
+    if threading.joins_open_case and rules.joins_open_case and knows_customer:
+        steps.append(Lookup("customer", open_case=True))
+    return tuple(steps)
 
 
 def understand(event_type: str, payload: Any, received_at: datetime,
@@ -159,7 +181,7 @@ def understand(event_type: str, payload: Any, received_at: datetime,
     if mapped is None:
         return None
     event_type, payload = mapped
-    contact = _EXTRACTORS[event_type](payload, received_at, config)
+    contact = registry.of_event_type(event_type).extract(payload, received_at, config)
     contact = replace(contact, at=_checked_time(contact.at, event_type))
     return _with_customer(contact, identity.normalise(contact.customer, config.phone_region))
 
@@ -190,123 +212,18 @@ def customer_keys(contact: IncomingContact) -> tuple[str, ...]:
     return identity.customer_keys(contact.customer)
 
 
-# --- email -------------------------------------------------------------------------------------
-def _email(p: ib.EmailReceived, now: datetime, config: IntakeConfig) -> IncomingContact:
-    try:
-        mail = parse_email(p.raw_mime, config.email_limits)
-    except EmailRejected as exc:
-        raise Unprocessable(str(exc)) from exc
-    own = (f"email:{mail.message_id}",) if mail.message_id else ()
-    related = tuple(dict.fromkeys(
-        f"email:{m}" for m in [*mail.in_reply_to, *reversed(mail.references)]
-        if f"email:{m}" not in own))
-    details = {"mailbox": p.mailbox}
-    auth = sender_authentication(mail.authentication_results, config.trusted_authserv_ids,
-                                 mail.from_address)
-    if auth is not None:
-        details["sender_authentication"] = auth
-    if mail.defects:
-        details["defects"] = ",".join(mail.defects)[:1000]
-    if mail.automated_reason:
-        details["automated_reason"] = mail.automated_reason
-    full = mail.text[:MAX_TEXT]
-    visible = (mail.visible_text or mail.text)[:MAX_TEXT]
-    return IncomingContact(
-        channel="email", source_type="email.received", lookup_keys=related, own_keys=own,
-        at=p.received_at or now,
-        customer=CustomerIdentity(name=_short(mail.from_name, 256),
-                                  email=_short(mail.from_address, 320),
-                                  # verified only when a trusted MTA found DMARC (or DKIM of
-                                  # the From domain) passing, or the front-end vouches for it
-                                  verified=auth == "pass" or p.vouched),
-        subject=_short(mail.subject, 998), text=visible,
-        full_text=full if full != visible else None, attachments=mail.attachments,
-        details=details, automated=mail.automated, may_open_case=not mail.automated,
-        dedup_key=own[0] if own else None, reference=reference_in(mail.subject),
-        vouched=p.vouched, sender_auth=auth,
-        # Kept at rest in intake_case: normalised from the redacted subject.
-        subject_key=normalise_subject(redact(mail.subject or "", config.redaction_patterns)),
-    )
-
-
-def _short(text: str | None, limit: int) -> str | None:
-    return text[:limit] if text else None
-
-
-# --- chat --------------------------------------------------------------------------------------
-def _chat(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
-    key = (f"chat:{p.session_id}",)
-    base: dict[str, Any] = {"channel": "chat", "lookup_keys": key, "own_keys": key}
-    if isinstance(p, ib.ChatMessage):
-        return IncomingContact(**base, source_type="chat.message", at=p.sent_at,
-                               customer=p.customer, text=p.text,
-                               details={"session_id": p.session_id}, may_join_burst=True,
-                               dedup_key=f"chatmsg:{p.session_id}/{p.message_id}")
-    if isinstance(p, ib.ChatStarted):
-        details = {"language": p.language or "", "widget": p.widget or ""}
-        return IncomingContact(**base, source_type="chat.started", at=p.started_at,
-                               customer=p.customer, details=details, opens_without_text=True)
-    at = p.ended_at if isinstance(p, ib.ChatEnded) else p.abandoned_at
-    kind = "chat.ended" if isinstance(p, ib.ChatEnded) else "chat.abandoned"
-    return IncomingContact(**base, source_type=kind, at=at, may_open_case=False)
-
-
-# --- voice -------------------------------------------------------------------------------------
-def call_contact_id(call_id: str) -> str:
-    """One contact per call, so IVR selections and transcripts find it without a lookup."""
-    return f"contact-{derive_event_id(f'call:{call_id}', 'contact')}"
-
-
-def _voice(p: Any, now: datetime, config: IntakeConfig) -> IncomingContact:
-    key = (f"call:{p.call_id}",)
-    dedup = f"voice:{p.call_id}/{hashlib.sha256(p.model_dump_json().encode()).hexdigest()}"
-    base: dict[str, Any] = {"channel": "voice", "lookup_keys": key, "own_keys": key,
-                            "dedup_key": dedup}
-    if isinstance(p, ib.CallStarted):
-        customer = p.customer if p.customer.phone else p.customer.model_copy(
-            update={"phone": p.from_number})
-        return IncomingContact(**base, source_type="call.started", at=p.started_at,
-                               customer=customer, text=f"Inbound call from {p.from_number}",
-                               details={"to": p.to_number})
-    if isinstance(p, ib.VoicemailReceived):
-        return IncomingContact(**base, source_type="voicemail.received", at=p.received_at,
-                               customer=CustomerIdentity(phone=p.from_number),
-                               text=p.transcript or "(voicemail without transcript)",
-                               details={"callback": "requested"})
-    if isinstance(p, ib.CallAbandoned):
-        text = (f"Abandoned call from {p.from_number} after {p.wait_seconds:.0f} s waiting: "
-                "call back" if p.from_number else None)
-        return IncomingContact(**base, source_type="call.abandoned", at=p.abandoned_at,
-                               customer=CustomerIdentity(phone=p.from_number), text=text,
-                               details={"callback": "requested",
-                                        "wait_seconds": f"{p.wait_seconds:.0f}"})
-    contact_id = call_contact_id(p.call_id)
-    if isinstance(p, ib.CallTranscript):
-        said = " ".join(s.text for s in p.segments if s.speaker == "customer").strip()
-        return IncomingContact(**base, source_type="call.transcript", at=now,
-                               text=said[:MAX_TEXT] or None, may_open_case=False,
-                               adds_to_contact=contact_id, details={"transcript": "customer"})
-    if isinstance(p, ib.CallIvrSelection):
-        label = p.label or p.selection
-        return IncomingContact(**base, source_type="call.ivr_selection", at=p.selected_at,
-                               text=f"IVR {p.menu}: {label}", may_open_case=False,
-                               adds_to_contact=contact_id,
-                               details={"hint.ivr_menu": p.menu, "hint.ivr_selection": p.selection,
-                                        "hint.ivr_label": p.label or ""})
-    return IncomingContact(**base, source_type="call.ended", at=p.ended_at,
-                           details={"duration_seconds": f"{p.duration_seconds:.0f}"},
-                           may_open_case=False)
-
-
-_EXTRACTORS: dict[str, Callable[[Any, datetime, IntakeConfig], IncomingContact]] = {
-    "email.received": _email,
-    **dict.fromkeys(("chat.started", "chat.message", "chat.ended", "chat.abandoned"), _chat),
-    **dict.fromkeys(("call.started", "call.ivr_selection", "call.transcript", "call.ended",
-                     "call.abandoned", "voicemail.received"), _voice),
-}
-
-
 # --- decisions ---------------------------------------------------------------------------------
+# The steps `decide` derives event ids for (each event's id is derive_event_id(cause, step)).
+STEPS = ("case.opened", "case.reopened", "contact.received", "contact.text_added",
+         "contact.activity_recorded")
+
+
+def legacy_event_ids(ce_id: str) -> list[uuid.UUID]:
+    """The ids this inbound event's case events had when ids derived from its `ce_id` alone
+    (before `inbound_cause`): one of them in the log means the event was processed then."""
+    return [derive_event_id(ce_id, step) for step in STEPS]
+
+
 def new_case_id(cause_id: str) -> str:
     return f"case-{derive_event_id(cause_id, 'case')}"
 
@@ -361,8 +278,7 @@ def decide(
             source_type=contact.source_type, text=contact.text, at=contact.at,
             details=contact.details))
         return Decision(events=tuple(events)), case_id
-    contact_id = (call_contact_id(contact.lookup_keys[0][len("call:"):])
-                  if contact.source_type == "call.started" else new_contact_id(cause_id))
+    contact_id = contact.contact_id or new_contact_id(cause_id)
     if thread.solved:
         add("case.reopened", CaseReopened(case_id=case_id, contact_id=contact_id,
                                           reopened_at=contact.at,

@@ -55,6 +55,10 @@ class Suppressed:
     released_by: str | None = None
 
 
+def record_id(cause_id: str) -> str:
+    return f"suppressed-{derive_event_id(cause_id, 'suppressed')}"
+
+
 def record(contact: IncomingContact, cause_id: str, config: IntakeConfig) -> Suppressed:
     """The suppression record of an automated email that belongs to no case: redacted text,
     keyed message ids, nothing PostgreSQL refuses."""
@@ -65,7 +69,7 @@ def record(contact: IncomingContact, cause_id: str, config: IntakeConfig) -> Sup
         return redact(storable(text), patterns) if text else text
 
     return Suppressed(
-        suppression_id=f"suppressed-{derive_event_id(cause_id, 'suppressed')}",
+        suppression_id=record_id(cause_id),
         message_key=ring.stored(contact.dedup_key) if contact.dedup_key else None,
         mailbox=clean(contact.details.get("mailbox", "")) or "",
         sender=clean(contact.customer.email), sender_name=clean(contact.customer.name),

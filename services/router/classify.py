@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from services.router.policy import RoutingPolicy, Taxonomy
+from shared.channels import registry
 from shared.contracts.case_events import CaseClassified, ContactReceived, Priority
 from shared.contracts.inbound import CustomerIdentity
 from shared.keys import keyring
@@ -317,9 +318,9 @@ def classify(contact: ContactReceived, classifier: IntentClassifier, taxonomy: T
     if taxonomy_urgent:
         priority = "urgent"
         evidence.append(f"priority: urgency word {taxonomy_urgent.group(0)!r}")
-    elif contact.channel == "voice":
+    elif registry.get(contact.channel).live:
         priority = "high"
-        evidence.append("priority: voice contact waits live")
+        evidence.append(f"priority: {contact.channel} contact waits live")
     if frustrated:  # de-escalate first: a frustrated customer moves up
         priority = _bump(priority)
         evidence.append("priority: raised one level for frustration")

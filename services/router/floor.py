@@ -28,9 +28,9 @@ from typing import Any, Literal
 from services.router import routing
 from services.router.classify import PriorContact
 from services.router.policy import RoutingPolicy
+from shared.channels import registry
 from shared.contracts.agents import AgentProfile
 
-CHANNELS = ("email", "chat", "voice")
 OPEN = frozenset({"offered", "accepted"})
 CaseState = Literal["waiting", "offered", "assigned", "solved"]
 OfferState = Literal["offered", "accepted", "declined", "expired", "released", "withdrawn"]
@@ -246,8 +246,8 @@ class Floor:
         hot = self.hot_queues(now)
         best: tuple[tuple[float, str], str] | None = None
         skills = {s.skill for s in agent.profile.skills}
-        for channel in CHANNELS:
-            if agent.room_for(channel, self.policy) is not None:  # type: ignore[arg-type]
+        for channel in registry.names():
+            if agent.room_for(channel, self.policy) is not None:
                 continue
             served = set(skills)
             for queue in hot:  # a hot queue's cases wait for its overflow skill too
@@ -468,8 +468,7 @@ class Floor:
     def _free_channels(self, agent: routing.Agent | None) -> frozenset[str]:
         if agent is None or agent.profile.presence != "available":
             return frozenset()
-        return frozenset(c for c in CHANNELS
-                         if agent.room_for(c, self.policy) is None)  # type: ignore[arg-type]
+        return frozenset(c for c in registry.names() if agent.room_for(c, self.policy) is None)
 
     def _index_channels(self, agent: routing.Agent, channels: Iterable[str], add: bool) -> None:
         p = agent.profile

@@ -1,4 +1,5 @@
-"""Routing policy and intent taxonomy: data files, validated at start with errors naming the field.
+"""Routing policy and intent taxonomy: data files, validated at start with errors naming the file,
+line and field (shared/policy_files.py, as the SLA and escalation policies).
 
 The models are the schema: `policies/*.schema.json` are generated from them (`write_schemas`) for
 editors and front-end teams, and a unit test keeps them current.
@@ -11,26 +12,23 @@ import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from shared.contracts.agents import ChannelName
+from shared.channels import registry
+from shared.channels.registry import ChannelName
+from shared.policy_files import PolicyFileError, Strict, load_model
 
-M = TypeVar("M", bound=BaseModel)
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 
 
-class PolicyError(ValueError):
-    """A policy file is invalid; the message names the file and the field."""
+class PolicyError(PolicyFileError):
+    """A policy file is invalid; the message names the file, line and field."""
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # --- routing policy --------------------------------------------------------------------------
-class RelaxationStep(_Model):
+class RelaxationStep(Strict):
     name: str = Field(min_length=1)
     after_seconds: float = Field(ge=0)
     # subtracted from the intent's minimum proficiency (never below 1 for a skilled queue)
@@ -38,7 +36,7 @@ class RelaxationStep(_Model):
     drop_preferred_skills: bool = False
 
 
-class Overflow(_Model):
+class Overflow(Strict):
     after_seconds: float = Field(gt=0, description="waiting time after which the contact "
                                  "leaves its queue for the fallback skill")
     skill: str = Field(min_length=1)
@@ -47,30 +45,29 @@ class Overflow(_Model):
     max_oldest_wait_seconds: float = Field(gt=0)
 
 
-class QueueOverride(_Model):
+class QueueOverride(Strict):
     relaxation: tuple[RelaxationStep, ...] | None = None
     overflow: Overflow | None = None
 
 
-class Capacity(_Model):
+class Capacity(Strict):
     default_units: int = Field(ge=1)
-    weights: dict[ChannelName, int]
+    # Capacity units a contact takes, per channel; a channel not named: its own default
+    # (shared/channels/, `default_weight`).
+    weights: dict[ChannelName, int] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _every_channel_weighted(self) -> Capacity:
-        missing = {"email", "chat", "voice"} - set(self.weights)
-        if missing:
-            raise ValueError(f"weights: missing channel(s) {sorted(missing)}")
-        return self
+    def weight(self, channel: str) -> int:
+        found = self.weights.get(channel)
+        return found if found is not None else registry.get(channel).default_weight
 
 
-class AuthorityTier(_Model):
+class AuthorityTier(Strict):
     tier: int = Field(ge=1, le=9)
     max_refund: float | None = Field(description="largest refund or credit this tier may grant; "
                                      "null: no limit")
 
 
-class RoutingPolicy(_Model):
+class RoutingPolicy(Strict):
     version: int = Field(ge=1)
     default_language: str = Field(min_length=2)
     supported_languages: tuple[str, ...] = Field(min_length=1)
@@ -132,7 +129,7 @@ def _check_steps(where: str, steps: tuple[RelaxationStep, ...], overflow: Overfl
 
 
 # --- taxonomy --------------------------------------------------------------------------------
-class Intent(_Model):
+class Intent(Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
     skill: str = Field(min_length=1)
     min_proficiency: int = Field(default=1, ge=1, le=5)
@@ -142,13 +139,13 @@ class Intent(_Model):
     examples: tuple[str, ...] = ()
 
 
-class AccountAction(_Model):
+class AccountAction(Strict):
     name: str = Field(min_length=1)
     min_tier: int = Field(ge=1, le=9)
     pattern: str = Field(min_length=1)
 
 
-class Taxonomy(_Model):
+class Taxonomy(Strict):
     version: int = Field(ge=1)
     fallback_skill: str
     skills: tuple[str, ...] = Field(min_length=1)
@@ -191,27 +188,14 @@ def _compiles(where: str, pattern: str) -> None:
 
 
 # --- loading ---------------------------------------------------------------------------------
-def _load(model: type[M], name: str, text: str) -> M:
-    try:
-        raw: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{name}: not JSON: {exc}") from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(f"{name}: {problems}") from exc
-
-
 def load_policy(path: Path | None = None) -> RoutingPolicy:
     text = path.read_text("utf-8") if path else _packaged("routing.json")
-    return _load(RoutingPolicy, str(path or "routing.json"), text)
+    return load_model(RoutingPolicy, text, str(path or "routing.json"), PolicyError)
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
     text = path.read_text("utf-8") if path else _packaged("taxonomy.json")
-    return _load(Taxonomy, str(path or "taxonomy.json"), text)
+    return load_model(Taxonomy, text, str(path or "taxonomy.json"), PolicyError)
 
 
 def _packaged(name: str) -> str:

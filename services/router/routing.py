@@ -81,8 +81,7 @@ class Agent:
         return self.levels.get(skill, 0)
 
     def used_units(self, policy: RoutingPolicy) -> int:
-        weights = policy.capacity.weights
-        return sum(weights.get(ch, 0) * n for ch, n in self.load.items())  # type: ignore[call-overload]
+        return sum(policy.capacity.weight(ch) * n for ch, n in self.load.items())
 
     def units(self, policy: RoutingPolicy) -> int:
         if self.profile.capacity_units is not None:
@@ -98,7 +97,7 @@ class Agent:
         if held >= cap:
             return f"at {channel} capacity ({held}/{cap})"
         used, units = self.used_units(policy), self.units(policy)
-        weight = policy.capacity.weights[channel]
+        weight = policy.capacity.weight(channel)
         if used + weight > units:
             return f"capacity units full ({used}+{weight} > {units})"
         return None

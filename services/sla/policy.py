@@ -20,11 +20,11 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_lib
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.sla.business_time import DAY, Calendar
 from shared.durations import parse_duration, positive_duration
-from shared.policy_files import PolicyFileError, load_model
+from shared.policy_files import PolicyFileError, Strict, When, load_model
 
 Metric = Literal["first_response", "next_response", "periodic_update", "resolution"]
 METRICS: tuple[Metric, ...] = ("first_response", "next_response", "periodic_update", "resolution")
@@ -37,11 +37,7 @@ _INTERVAL = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 HOLIDAY_YEARS = range(2024, 2036)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class HolidaySource(_Strict):
+class HolidaySource(Strict):
     country: str | None = Field(default=None,
                                 description="ISO 3166 code for the `holidays` package")
     subdivision: str | None = Field(default=None, description="state/region code, e.g. BE, CA, ENG")
@@ -59,7 +55,7 @@ class HolidaySource(_Strict):
         return self
 
 
-class CalendarSpec(_Strict):
+class CalendarSpec(Strict):
     time_zone: str = Field(description="IANA zone, e.g. Europe/Berlin")
     hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[str]] = Field(
         description='local wall-time intervals per weekday, e.g. ["09:00-12:30", "13:30-18:00"]')
@@ -100,7 +96,7 @@ def _span(text: str) -> tuple[int, int]:
     return start, end
 
 
-class MetricLifecycle(_Strict):
+class MetricLifecycle(Strict):
     """When a metric's clock starts, stops (met), pauses, resumes and is cancelled."""
 
     start_on: list[Signal]
@@ -118,7 +114,7 @@ class MetricLifecycle(_Strict):
 Threshold = Annotated[str, Field(pattern=r"^(\d{1,2}%|(\d+d)?(\d+h)?(\d+m)?(\d+s)?)$")]
 
 
-class Target(_Strict):
+class Target(Strict):
     # "1d" is 24 hours also in business time: write business targets in hours ("16h" is two
     # eight-hour working days).
     target: str = Field(description="duration: 90s, 15m, 4h, 1d12h (1d = 24 h, also in business"
@@ -151,36 +147,28 @@ class Target(_Strict):
 Targets = dict[Metric, Target]
 
 
-class Conditions(_Strict):
+class Conditions(When):
     """All given conditions must hold; a fact the case does not have yet matches nothing."""
 
-    priority: list[str] | None = None
-    channel: list[str] | None = None
     queue: list[str] | None = None
-    skill: list[str] | None = None
-    customer_tier: list[str] | None = None
     intent: list[str] | None = None
     contract: list[str] | None = None
 
-    def holds(self, facts: Mapping[str, str]) -> bool:
-        return all(facts.get(name) in allowed
-                   for name, allowed in self.model_dump(exclude_none=True).items())
 
-
-class Rule(_Strict):
+class Rule(Strict):
     name: str
     when: Conditions = Field(default_factory=Conditions)
     calendar: str
     targets: Targets
 
 
-class CustomerMatch(_Strict):
+class CustomerMatch(Strict):
     email_domains: list[str] = Field(default_factory=list)
     emails: list[str] = Field(default_factory=list)
     external_ids: list[str] = Field(default_factory=list)
 
 
-class ContractSpec(_Strict):
+class ContractSpec(Strict):
     """A customer's entitlement: overrides the matching rule's targets (and calendar)."""
 
     name: str
@@ -190,7 +178,7 @@ class ContractSpec(_Strict):
     targets: Targets = Field(default_factory=dict)
 
 
-class PolicyFile(_Strict):
+class PolicyFile(Strict):
     version: str = Field(description="recorded on every clock started under this policy")
     calendars: dict[str, CalendarSpec]
     metrics: dict[Metric, MetricLifecycle]

@@ -97,6 +97,12 @@ _COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "recorded_at
             "data", "prev_hash", "hash", "hash_version", "key_id", "mac")
 
 
+async def any_logged(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> bool:
+    """Whether any of these events is in the log."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM case_log WHERE event_id = ANY($1::uuid[]))", event_ids))
+
+
 def _first_of_each(events: Any) -> list[CaseEvent]:
     seen: set[uuid.UUID] = set()
     out = []

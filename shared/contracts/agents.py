@@ -12,14 +12,15 @@ from typing import Literal
 
 from pydantic import Field
 
+from shared.channels import registry
+from shared.channels.registry import ChannelName
 from shared.contracts.base import Contract
 
 Presence = Literal["available", "busy", "away", "offline"]
-ChannelName = Literal["email", "chat", "voice"]
 
 
-def _default_capacity() -> dict[ChannelName, int]:
-    return {"email": 5, "chat": 3, "voice": 1}
+def _default_capacity() -> dict[str, int]:
+    return {spec.name: spec.default_capacity for spec in registry.channels()}
 
 
 class SkillLevel(Contract):

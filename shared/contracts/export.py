@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from shared.channels import registry
 from shared.contracts import topics as t
 from shared.contracts.agents import AGENT_ACTIVITY_TYPES, AGENT_TOPIC_TYPES
 from shared.contracts.base import SCHEMA_VERSION, Contract
@@ -33,7 +34,6 @@ from shared.contracts.case_events import (
 )
 from shared.contracts.dead_letter import DeadLetterHeaders
 from shared.contracts.envelope import STRUCTURED_CONTENT_TYPE, Envelope
-from shared.contracts.inbound import INBOUND_TOPICS
 
 ASYNCAPI_FILE = "asyncapi.json"
 SCHEMAS_DIR = "schemas"
@@ -64,31 +64,21 @@ class DeadLetterDoc:
     source: TopicDoc
 
 
-_EMAIL_CHAT_VOICE = "Helpdesk front-ends (email gateways, chat widgets, telephony/IVR platforms)"
+def _inbound_docs() -> tuple[TopicDoc, ...]:
+    """One topic per registered channel (shared/channels/), as the channel describes it."""
+    return tuple(
+        TopicDoc(spec.topic, spec.contracts, key=spec.topic_text.key, sent_by="front-end",
+                 senders=spec.topic_text.senders, receivers="Switchboard intake",
+                 description=spec.topic_text.description)
+        for spec in registry.channels())
 
-CATALOGUE: tuple[TopicDoc, ...] = (
-    TopicDoc(
-        t.INBOUND_EMAIL, INBOUND_TOPICS[t.INBOUND_EMAIL],
-        key="the email's Message-ID (Switchboard does not read the key; threading uses the "
-            "Message-ID, In-Reply-To and References headers of the message itself)",
-        sent_by="front-end", senders="email gateways", receivers="Switchboard intake",
-        description="Raw RFC 5322 messages received by a support mailbox, base64 in JSON.",
-    ),
-    TopicDoc(
-        t.INBOUND_CHAT, INBOUND_TOPICS[t.INBOUND_CHAT],
-        key="the chat session id, so that a session's events stay in order",
-        sent_by="front-end", senders="chat widgets", receivers="Switchboard intake",
-        description="Chat session events. A session's events must share a partition: a "
-                    "`chat.ended` read before the session's first message finds no case.",
-    ),
-    TopicDoc(
-        t.INBOUND_VOICE, INBOUND_TOPICS[t.INBOUND_VOICE],
-        key="the call id, so that a call's events stay in order",
-        sent_by="front-end", senders="telephony and IVR platforms",
-        receivers="Switchboard intake",
-        description="Call events: started, IVR selections, transcripts, ended, abandoned, "
-                    "voicemail.",
-    ),
+
+def catalogue() -> tuple[TopicDoc, ...]:
+    """Every topic with messages of its own: the channels' inbound topics, then the others."""
+    return (*_inbound_docs(), *_OTHER_TOPICS)
+
+
+_OTHER_TOPICS: tuple[TopicDoc, ...] = (
     TopicDoc(
         t.AGENTS, AGENT_TOPIC_TYPES,
         key="the agent id (the topic is compacted: the latest record per agent is its state)",
@@ -150,13 +140,14 @@ def _doc_text(model: type[BaseModel]) -> str:
 
 def _catalogue() -> list[TopicDoc | DeadLetterDoc]:
     """Every provisioned topic, documented; a topic without documentation is an error."""
-    by_name = {d.topic: d for d in CATALOGUE}
+    docs = catalogue()
+    by_name = {d.topic: d for d in docs}
     documented: list[TopicDoc | DeadLetterDoc] = []
     for spec in t.all_topics():
         if spec.name in by_name:
             documented.append(by_name[spec.name])
             continue
-        source = next((d for d in CATALOGUE if t.dlq(d.topic) == spec.name), None)
+        source = next((d for d in docs if t.dlq(d.topic) == spec.name), None)
         if source is None:
             raise LookupError(f"topic {spec.name!r} is not documented in shared.contracts.export")
         documented.append(DeadLetterDoc(spec.name, source))
@@ -190,7 +181,7 @@ def event_schemas() -> dict[str, dict[str, Any]]:
     """Relative path → JSON Schema document, for every event type of every topic."""
     return {
         schema_path(doc.topic, ce_type): event_schema(doc, ce_type)
-        for doc in CATALOGUE
+        for doc in catalogue()
         for ce_type in doc.types
     }
 
@@ -268,7 +259,7 @@ class _Components:
 
 def _payload_schemas() -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, Any]]:
     """Each payload model's `$ref`, and the schemas of all models under components/schemas."""
-    models = sorted({m for d in CATALOGUE for m in d.types.values()}, key=lambda m: m.__name__)
+    models = sorted({m for d in catalogue() for m in d.types.values()}, key=lambda m: m.__name__)
     refs, defs = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )

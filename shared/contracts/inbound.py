@@ -1,7 +1,8 @@
 """Inbound events that helpdesk front-ends publish on `helpdesk.inbound.{email,chat,voice}`.
 
 The CloudEvents `type` names the model; the `id` is the front-end's own event id and the root of
-every id Switchboard derives from the event.
+every id Switchboard derives from the event. Which topic carries which types is each channel's
+own (`shared/channels/`, `registry.inbound_topics()`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Any, Literal
 
 from pydantic import Base64Bytes, Field
 
+from shared.channels.registry import ChannelName
 from shared.contracts.base import Contract
 
-Channel = Literal["email", "chat", "voice"]
+# A registered channel's name (shared/channels/): "email", "chat", "voice", …
+Channel = ChannelName
 
 MAX_TEXT = 100_000
 
@@ -143,24 +146,3 @@ class ChatwootWebhook(Contract):
 
     body: dict[str, Any]
 
-
-INBOUND_TOPICS: dict[str, dict[str, type[Contract]]] = {
-    "helpdesk.inbound.email": {"email.received": EmailReceived},
-    "helpdesk.inbound.chat": {
-        "chat.started": ChatStarted,
-        "chat.message": ChatMessage,
-        "chat.ended": ChatEnded,
-        "chat.abandoned": ChatAbandoned,
-        "chatwoot.webhook": ChatwootWebhook,
-    },
-    "helpdesk.inbound.voice": {
-        "call.started": CallStarted,
-        "call.ivr_selection": CallIvrSelection,
-        "call.transcript": CallTranscript,
-        "call.ended": CallEnded,
-        "call.abandoned": CallAbandoned,
-        "voicemail.received": VoicemailReceived,
-        "twilio.call_status": TwilioCallStatus,
-        "connect.contact_event": ConnectContactEvent,
-    },
-}

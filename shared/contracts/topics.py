@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.channels import registry
+
+# The built-in channels' inbound topics (shared/channels/); `inbound_topics()` has every one.
 INBOUND_EMAIL = "helpdesk.inbound.email"
 INBOUND_CHAT = "helpdesk.inbound.chat"
 INBOUND_VOICE = "helpdesk.inbound.voice"
-INBOUND_TOPICS = (INBOUND_EMAIL, INBOUND_CHAT, INBOUND_VOICE)
 AGENTS = "helpdesk.agents"
 AGENT_ACTIVITY = "helpdesk.agent_activity"
 CASE_EVENTS = "cases.events"
 ROUTING_OFFERS = "routing.offers"
 SUPERVISOR_NOTIFICATIONS = "supervisor.notifications"
+
+
+def inbound_topics() -> tuple[str, ...]:
+    """Every registered channel's inbound topic."""
+    return tuple(spec.topic for spec in registry.channels())
 
 
 def dlq(topic: str) -> str:
@@ -51,8 +58,9 @@ def all_topics(retention: Retention | None = None) -> list[TopicSpec]:
     retention = retention or Retention()
     inbound = retention.config(retention.inbound_hours)
     dead = retention.config(retention.dlq_hours)
-    consumed = [*INBOUND_TOPICS, AGENT_ACTIVITY, CASE_EVENTS]
-    specs = [TopicSpec(t, config=inbound if t in INBOUND_TOPICS else {}) for t in consumed]
+    inbound_names = inbound_topics()
+    consumed = [*inbound_names, AGENT_ACTIVITY, CASE_EVENTS]
+    specs = [TopicSpec(t, config=inbound if t in inbound_names else {}) for t in consumed]
     # Agent profiles: the latest record per agent id is the state; older ones may go.
     specs.append(TopicSpec(AGENTS, compacted=True))
     specs += [TopicSpec(ROUTING_OFFERS), TopicSpec(SUPERVISOR_NOTIFICATIONS)]

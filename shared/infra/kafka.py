@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from shared.infra import prereqs
+from shared.infra import paths, prereqs
 from shared.infra.proc import (
     InfraError,
     alive,
@@ -141,22 +141,16 @@ class ScramUsers:
 
 
 @dataclass(frozen=True)
-class Paths:
-    """Where one state dir keeps the broker's files."""
-
-    root: Path
-    logs: Path
+class Paths(paths.Paths):
+    """Where one state dir keeps a broker's files (each node of a cluster its own)."""
 
     node: int = 1
 
     @classmethod
     def of(cls, state_dir: Path, node: int = 1) -> Paths:
         root = state_dir / "kafka" if node == 1 else state_dir / "kafka" / f"node-{node}"
-        return cls(root=root, logs=state_dir / "logs", node=node)
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+        return cls("kafka", root=root, logs=state_dir / "logs", server=root, node=node,
+                   log_name="kafka.log" if node == 1 else f"kafka-{node}.log")
 
     @property
     def properties(self) -> Path:
@@ -165,14 +159,6 @@ class Paths:
     @property
     def cluster_id(self) -> Path:
         return self.root / "cluster.id"
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "kafka.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.logs / ("kafka.log" if self.node == 1 else f"kafka-{self.node}.log")
 
 
 def cache_dir() -> Path:

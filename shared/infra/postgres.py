@@ -31,7 +31,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.infra import prereqs
+from shared.infra import paths, prereqs
 from shared.infra.proc import (
     InfraError,
     alive,
@@ -76,29 +76,20 @@ def server_dir(state_dir: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class Paths:
-    root: Path  # <state dir>/postgres: pid, mode and passwords files (never read by the server)
-    server: Path  # the server's own dir, holding `data`: `root` itself unless we run as root
-    logs: Path
+class Paths(paths.Paths):
+    """`root` (<state dir>/postgres) holds the pid, mode and passwords files, never read by the
+    server; `server` is `root` itself unless we run as root (`server_dir`)."""
 
     @classmethod
     def of(cls, state_dir: Path) -> Paths:
         root = state_dir / "postgres"
         server = server_dir(state_dir) if as_root() else root
-        return cls(root=root, server=server, logs=state_dir / "logs")
-
-    @property
-    def data(self) -> Path:
-        return self.server / "data"
+        return cls("postgres", root=root, logs=state_dir / "logs", server=server)
 
     @property
     def legacy_data(self) -> Path | None:
         """Where clusters made by root lived before they moved out of the state dir."""
         return self.root / "data" if self.server != self.root else None
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "postgres.pid"
 
     @property
     def mode(self) -> Path:
@@ -107,10 +98,6 @@ class Paths:
     @property
     def passwords(self) -> Path:
         return self.root / "passwords.json"
-
-    @property
-    def log(self) -> Path:
-        return self.logs / "postgres.log"
 
 
 @dataclass(frozen=True)

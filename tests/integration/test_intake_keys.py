@@ -30,7 +30,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 from cli.keys import migrate_rows
-from services.intake.app import INBOUND_MODELS, IntakeHandler
+from services.intake.app import IntakeHandler, inbound_models
 from services.intake.subjects import case_reference
 from shared import dead_letters
 from shared.clock import FrozenClock
@@ -78,7 +78,7 @@ async def handle(db: asyncpg.Connection, handler: IntakeHandler, kind: str, body
                  at: datetime = NOW) -> Decision:
     topic = {"email": "helpdesk.inbound.email", "chat": "helpdesk.inbound.chat"}.get(
         kind.split(".")[0], "helpdesk.inbound.voice")
-    payload = INBOUND_MODELS[topic][kind].model_validate_json(json.dumps(body))
+    payload = inbound_models()[topic][kind].model_validate_json(json.dumps(body))
     envelope = Envelope(id=f"evt-{uuid.uuid4().hex}", source="test/keys", type=kind, time=at)
     async with db.transaction():
         decision = await handler(db, envelope, payload, at)

@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from services.intake import core
-from services.intake.app import INBOUND_MODELS
+from services.intake.app import inbound_models
 from shared.clock import FrozenClock
 from shared.outbox import OutboxRecord, record_for_event
 from shared.runtime import Rejected, Route, ServiceRuntime
@@ -50,7 +50,7 @@ def runtime() -> ServiceRuntime:
 
 
 ROUTES = {topic: Route(topic, models, dict.fromkeys(models, _noop_handler))
-          for topic, models in INBOUND_MODELS.items()}  # as intake subscribes them
+          for topic, models in inbound_models().items()}  # as intake subscribes them
 
 
 @dataclass

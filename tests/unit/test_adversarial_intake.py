@@ -29,6 +29,7 @@ from services.intake.identity import first_mailbox
 from services.intake.reply_text import split_reply
 from services.intake.subjects import normalise_subject
 from shared.contracts import Envelope, EnvelopeError
+from shared.contracts.base import inbound_cause
 from shared.outbox import record_for_event
 from shared.runtime import Rejected
 from shared.settings import Settings
@@ -73,7 +74,8 @@ async def through_the_service(handler: IntakeHandler, adv: Adversarial) -> Outco
         contact = await handler.understand(envelope, payload, NOW)
         if contact is None:
             return Outcome("nothing")
-        decision, _ = await handler.decide(contact, core.Thread(), envelope, NOW)
+        cause = inbound_cause(envelope.source, envelope.id)
+        decision, _ = await handler.decide(contact, core.Thread(), cause, NOW)
     except Rejected as exc:
         return Outcome("rejected", str(exc))
     return Outcome("contact", contact=contact,

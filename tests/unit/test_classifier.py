@@ -161,7 +161,7 @@ def test_packaged_policies_load_and_their_schemas_are_current() -> None:
 @pytest.mark.parametrize(("change", "field"), [
     (lambda p: p["relaxation"][1].update(after_seconds="soon"), "relaxation.1.after_seconds"),
     (lambda p: p["relaxation"][2].update(after_seconds=30), "relaxation.2.after_seconds"),
-    (lambda p: p["capacity"]["weights"].pop("voice"), "weights"),
+    (lambda p: p["capacity"]["weights"].update(fax=5), "weights.fax"),
     (lambda p: p.update(offer_ttl_seconds=-1), "offer_ttl_seconds"),
     (lambda p: p.update(surprise=1), "surprise"),
     (lambda p: p["authority_tiers"][-1].update(max_refund=5), "authority_tiers"),
@@ -173,6 +173,21 @@ def test_an_invalid_routing_policy_names_the_field(tmp_path: Path, change: Any,
     with pytest.raises(pol.PolicyError) as err:
         pol.load_policy(_write(tmp_path, "routing.json", data))
     assert field in str(err.value) and "routing.json" in str(err.value)
+
+
+def test_a_routing_policy_error_names_the_file_and_line(tmp_path: Path) -> None:
+    text = (pol.POLICY_DIR / "routing.json").read_text("utf-8")
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if '"offer_ttl_seconds"' in line)
+    lines[at] = '  "offer_ttl_seconds": -1,'
+    path = tmp_path / "routing.json"
+    path.write_text("\n".join(lines), "utf-8")
+    with pytest.raises(pol.PolicyError) as err:
+        pol.load_policy(path)
+    assert str(err.value).startswith(f"{path}:{at + 1}: offer_ttl_seconds: ")
+    path.write_text(text.replace('"version": 1,', '"version": 1'), "utf-8")
+    with pytest.raises(pol.PolicyError, match=rf"^{path}:3: not valid JSON"):
+        pol.load_policy(path)
 
 
 @pytest.mark.parametrize(("change", "field"), [

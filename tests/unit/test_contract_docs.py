@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from shared.channels import registry
 from shared.contracts import export
 from shared.contracts.dead_letter import DEAD_LETTER_HEADER_NAMES, DeadLetterHeaders
 from shared.contracts.envelope import Envelope
-from shared.contracts.inbound import INBOUND_TOPICS, ChatMessage
+from shared.contracts.inbound import ChatMessage
 from shared.contracts.topics import all_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def test_channels_carry_the_right_types_and_sides(asyncapi: dict[str, Any]) -> N
     assert set(by_address["supervisor.notifications"]["messages"]) == {
         "supervisor.notification", "supervisor.digest"}
     assert set(by_address["helpdesk.inbound.chat"]["messages"]) == \
-        set(INBOUND_TOPICS["helpdesk.inbound.chat"])
+        set(registry.inbound_topics()["helpdesk.inbound.chat"])
     assert by_address["helpdesk.agents"]["bindings"]["kafka"]["topicConfiguration"] == \
         {"cleanup.policy": ["compact"]}
     actions = {asyncapi["channels"][op["channel"]["$ref"].split("/")[-1]]["address"]:
@@ -95,7 +96,7 @@ def test_dead_letter_headers_tolerate_client_headers() -> None:
 
 
 def test_one_schema_file_per_event_type() -> None:
-    for doc in export.CATALOGUE:
+    for doc in export.catalogue():
         for ce_type, model in doc.types.items():
             schema = json.loads((DOCS / export.schema_path(doc.topic, ce_type)).read_text())
             assert schema["x-cloudevents-type"] == ce_type

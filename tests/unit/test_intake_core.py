@@ -12,6 +12,7 @@ import pytest
 
 from services.intake import core
 from services.intake.email_parsing import parse_email
+from shared.channels.voice import call_contact_id
 from shared.contracts import inbound as ib
 from shared.contracts.base import derive_event_id
 from shared.contracts.case_events import (
@@ -230,7 +231,7 @@ def test_voice_events_after_the_call_never_open_a_case() -> None:
     # The transcript becomes text of the call's contact, not a new contact.
     assert isinstance(added, ContactTextAdded)
     assert added.text == "my card is [card ****1111]"
-    assert added.contact_id == core.call_contact_id("c-9")
+    assert added.contact_id == call_contact_id("c-9")
     ended = ib.CallEnded(call_id="c-9", ended_at=SENT, duration_seconds=30)
     assert run("call.ended", ended)[:2] == (Decision(), None)
 

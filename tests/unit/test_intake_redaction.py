@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.intake import core
+from shared.channels import registry
 from shared.contracts import inbound as ib
 from shared.contracts.base import Contract
 from shared.events import Decision
@@ -28,7 +29,7 @@ from shared.redaction import compile_patterns
 from tests.unit.test_redaction import pans, typed
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-DIRECT_TYPES = {t: m for topic, models in ib.INBOUND_TOPICS.items() for t, m in models.items()
+DIRECT_TYPES = {t: m for models in registry.inbound_topics().values() for t, m in models.items()
                 if t not in ("email.received", "twilio.call_status", "connect.contact_event",
                              "chatwoot.webhook")}
 THREADS = [None, core.Thread(case_id="case-k", how="thread"),

@@ -26,10 +26,10 @@ from shared.contracts.topics import (
     AGENT_ACTIVITY,
     AGENTS,
     CASE_EVENTS,
-    INBOUND_TOPICS,
     ROUTING_OFFERS,
     SUPERVISOR_NOTIFICATIONS,
     all_topics,
+    inbound_topics,
 )
 from shared.keys import keyring
 
@@ -38,7 +38,7 @@ DLQ_TOPICS = tuple(t.name for t in all_topics() if t.name.endswith(".dlq"))
 ALL_TOPICS = tuple(t.name for t in all_topics())
 # What each service's consumer group reads (mirrors the services' wiring), to measure its lag.
 GROUP_TOPICS = {
-    "switchboard-intake": INBOUND_TOPICS,
+    "switchboard-intake": inbound_topics(),
     "switchboard-router": (CASE_EVENTS, AGENTS, AGENT_ACTIVITY),
     "switchboard-sla": (CASE_EVENTS,),
     "switchboard-escalation": (CASE_EVENTS,),
