@@ -28,6 +28,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaMessage
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared.caselog.store import append_events
@@ -49,7 +50,7 @@ from shared.outbox import (
     record_for_outbound,
 )
 from shared.settings import Settings
-from shared.telemetry import current_trace_id
+from shared.telemetry import consume_attributes, current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,9 @@ class ServiceRuntime:
         # only links to them), so log rows and outbox messages keep the contact's trace id.
         parent = propagate.extract(_text_headers(item.record))
         began = time.perf_counter()
-        with self._tracer.start_as_current_span(f"{item.record.topic} handle", context=parent):
+        with self._tracer.start_as_current_span(
+                f"{item.record.topic} handle", context=parent, kind=SpanKind.CONSUMER,
+                attributes=consume_attributes(item.record, self.group_id)):
             decision = await item.handler(conn, item.envelope, item.payload, self.clock.now())
             self.metrics.handler_seconds.labels(self.name, item.record.topic).observe(
                 time.perf_counter() - began)

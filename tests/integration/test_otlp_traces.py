@@ -151,10 +151,6 @@ async def test_each_contact_is_one_trace_across_the_four_services_with_its_timer
     assert all(procs.alive().values()), procs.alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the runtime's per-record span (shared/runtime.py _decide) carries no messaging "
-    "attributes yet: it should pass kind=SpanKind.CONSUMER and "
-    "attributes=shared.telemetry.consume_attributes(record, group_id)"))
 async def test_the_per_record_spans_in_the_contact_trace_have_messaging_attributes(
     endpoints: Endpoints, traced: tuple[Receiver, ServiceProcesses], app_db: asyncpg.Connection,
 ) -> None:
