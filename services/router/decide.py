@@ -525,27 +525,25 @@ def overflow_newly_hot(d: Draft, hot_before: frozenset[str]) -> None:
     arrival time, one contact too many) lets its other waiting cases overflow now, not at the
     next tick: an agent of the overflow skill may be free for them already."""
     newly = d.floor.hot_queues(d.now) - hot_before
-    if not newly:
-        return
-    for record in d.floor.due_cases(d.now, newly, TIMER_BATCH, timed=False):
-        current = d.floor.cases.get(record.case_id)
-        if current is None or current.state != "waiting":
-            continue
-        cause = f"{record.case_id}/overflow/{record.generation}"
-        bumped = replace(current, generation=current.generation + 1)
-        d.put(PutCase(bumped))
-        route_one(d, current.waiting, cause, "queue past its KPIs", bumped)
+    if newly:
+        route_again(d, d.floor.due_cases(d.now, newly, TIMER_BATCH, timed=False),
+                    "overflow", "queue past its KPIs")
 
 
 def recheck_waiting(d: Draft) -> None:
     """Waiting cases whose next relaxation step, overflow or hold end has come, and cases in
     queues past their KPIs that have not overflowed yet."""
-    hot = d.floor.hot_queues(d.now)
-    for record in d.floor.due_cases(d.now, hot, TIMER_BATCH):
+    route_again(d, d.floor.due_cases(d.now, d.floor.hot_queues(d.now), TIMER_BATCH),
+                "recheck", "waiting time")
+
+
+def route_again(d: Draft, records: list[CaseRecord], step: str, trigger: str) -> None:
+    """Route these cases again if they still wait (each pass a new generation: its own ids)."""
+    for record in records:
         current = d.floor.cases.get(record.case_id)
         if current is None or current.state != "waiting":
             continue
-        cause = f"{record.case_id}/recheck/{record.generation}"
+        cause = f"{record.case_id}/{step}/{record.generation}"
         bumped = replace(current, generation=current.generation + 1)
         d.put(PutCase(bumped))
-        route_one(d, current.waiting, cause, "waiting time", bumped)
+        route_one(d, current.waiting, cause, trigger, bumped)
