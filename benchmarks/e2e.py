@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -297,7 +298,10 @@ async def main(args: argparse.Namespace) -> None:
     endpoints = await fresh_infra(state_dir)
     counts = {k: int(v) for k, v in (x.split("=") for x in args.instances.split(",") if x)}
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
-           "SWITCHBOARD_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"}
+           "SWITCHBOARD_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1",
+           # external infrastructure: the services refuse to start without their keys
+           **{k: os.environ.get(k) or secrets.token_urlsafe(32)
+              for k in ("SWITCHBOARD_KEY_HMAC", "SWITCHBOARD_KEY_DLQ")}}
     services = Services(env, state_dir / "logs")
     meter = CpuMeter({}, postgres.running_pid(state_dir))
     bench = Bench(args, endpoints, services, meter)
