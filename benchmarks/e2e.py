@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=0.25, help="seconds an agent keeps a case")
     p.add_argument("--rates", default="50,200", help="fixed offered rates (contacts/s)")
     p.add_argument("--rate-seconds", type=float, default=20.0)
-    p.add_argument("--steady", default="100,200,300,400,600,800,1000,1500",
+    p.add_argument("--steady", default="25,50,100,200,300,400,600,800,1000,1500",
                    help="rates tried, in order, for the highest steady rate")
     p.add_argument("--baseline", type=int, default=50_000, help="records per baseline")
     p.add_argument("--instances", default="",
@@ -108,9 +108,13 @@ class Services:
         for name in SERVICES:
             for i in range(counts.get(name, 1)):
                 label = name if i == 0 else f"{name}#{i + 1}"
+                # Each process its own member name (two with one name fence each other out of
+                # the group, over and over) and, past the first, no metrics port of its own.
+                env = {**self.env, "SERVICE_INSTANCE_ID": f"bench-{name}-{i + 1}",
+                       **({"METRICS_PORT": "-1"} if i else {})}
                 with open(self.log_dir / f"{label}.log", "wb") as log:  # the child keeps its fd
                     self.procs[label] = subprocess.Popen(
-                        [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=self.env,
+                        [sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env,
                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def ready(self, within: float = 180.0) -> None:

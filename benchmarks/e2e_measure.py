@@ -17,13 +17,15 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- CPU ------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (0 if it is gone)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU of a process so far (0 if it is gone); with `reaped`, also that of its
+    children that have exited (a backend's CPU would otherwise vanish with it)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / _CLK_TCK
 
 
 def children_of(parent: int) -> list[int]:
@@ -46,11 +48,13 @@ class CpuMeter:
         self.groups, self.postmaster = groups, postmaster
 
     def sample(self) -> dict[str, float]:
-        groups = dict(self.groups)
+        out = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.groups.items()}
         if self.postmaster is not None:
-            # PostgreSQL: the postmaster and its backends (connections come and go)
-            groups["postgres"] = [self.postmaster, *children_of(self.postmaster)]
-        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+            # PostgreSQL: the postmaster with the backends it has reaped, and those running
+            # (connections come and go)
+            out["postgres"] = cpu_seconds(self.postmaster, reaped=True) + sum(
+                cpu_seconds(p) for p in children_of(self.postmaster))
+        return out
 
     @staticmethod
     def cores(before: dict[str, float], after: dict[str, float], seconds: float
