@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from shared.settings import REPO_ROOT
+from shared.keys import local_keys
+from shared.settings import REPO_ROOT, default_state_dir
 
 SERVICES = ("intake", "router", "sla", "escalation", "console")
 READY_MARK = b"FastStream app started successfully"
@@ -76,5 +77,11 @@ class ServiceSet:
 
 
 def service_env(endpoints_env: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """The services' environment: the demo's infrastructure given as external (they start
+    nothing), so on local infrastructure they also get the checkout's local keys, which they
+    would refuse to start without (`shared/keys.py`)."""
+    keys = {} if os.environ.get("SWITCHBOARD_INFRA") == "external" else {
+        name: value for name, value in local_keys(default_state_dir()).items()
+        if not os.environ.get(name)}
     return {**os.environ, **endpoints_env, "SWITCHBOARD_INFRA": "external",
-            "PYTHONUNBUFFERED": "1", **overrides}
+            "PYTHONUNBUFFERED": "1", **keys, **overrides}
