@@ -73,9 +73,22 @@ async def _topics(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str]
         await admin.close()
 
 
+async def _settled(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The topics once every one has its partitions and each partition its full ISR: creation
+    is asynchronous on a cluster, and a topic made a moment ago may still describe as empty."""
+    async def described() -> tuple[dict[str, list[dict]], dict[str, str]] | None:
+        found, isr = await _topics(bootstrap)
+        settled = all(ps and all(sorted(p["isr"]) == sorted(p["replicas"]) for p in ps)
+                      for ps in found.values())
+        return (found, isr) if settled else None
+    result: tuple[dict[str, list[dict]], dict[str, str]] = await wait_for(
+        described, timeout=60, interval=0.5, what="every topic's partitions and replicas")
+    return result
+
+
 async def test_topics_have_three_replicas_and_two_in_sync(three: Endpoints) -> None:
     assert len(three.kafka_bootstrap_servers.split(",")) == 3
-    described, isr = await _topics(three.kafka_bootstrap_servers)
+    described, isr = await _settled(three.kafka_bootstrap_servers)
     assert set(described) == {s.name for s in all_topics()}
     for name, partitions in described.items():
         assert partitions, name
