@@ -55,7 +55,7 @@ def _headers(type_: str) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in cloudevent_headers(type_).items()]
 
 
-async def _topics(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+async def _topics(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str | None]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -63,25 +63,25 @@ async def _topics(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str]
         described = {t["topic"]: t["partitions"] for t in await admin.describe_topics(names)}
         configs = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
-        isr: dict[str, str] = {}
+        isr: dict[str, str | None] = {}  # None: the broker asked does not know the topic yet
         for response in configs:
             for resource in response.resources:
                 _, _, _, name, entries = resource[:5]
-                isr[name] = next(e[1] for e in entries if e[0] == "min.insync.replicas")
+                isr[name] = next((e[1] for e in entries if e[0] == "min.insync.replicas"), None)
         return described, isr
     finally:
         await admin.close()
 
 
-async def _settled(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+async def _settled(bootstrap: str) -> tuple[dict[str, list[dict]], dict[str, str | None]]:
     """The topics once every one has its partitions and each partition its full ISR: creation
     is asynchronous on a cluster, and a topic made a moment ago may still describe as empty."""
-    async def described() -> tuple[dict[str, list[dict]], dict[str, str]] | None:
+    async def described() -> tuple[dict[str, list[dict]], dict[str, str | None]] | None:
         found, isr = await _topics(bootstrap)
         settled = all(ps and all(sorted(p["isr"]) == sorted(p["replicas"]) for p in ps)
-                      for ps in found.values())
+                      for ps in found.values()) and None not in isr.values()
         return (found, isr) if settled else None
-    result: tuple[dict[str, list[dict]], dict[str, str]] = await wait_for(
+    result: tuple[dict[str, list[dict]], dict[str, str | None]] = await wait_for(
         described, timeout=60, interval=0.5, what="every topic's partitions and replicas")
     return result
 
