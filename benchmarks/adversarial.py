@@ -100,9 +100,9 @@ async def run_one(handler: Any, runtime: ServiceRuntime, adv: Adversarial) -> tu
 def ordinary_emails() -> list[Adversarial]:
     """Real replies (talon's fixtures, and the fuzzing seeds), as email.received records."""
     from tests.support.adversarial import binary_headers, email
-    from tests.support.intake_fixtures import FIXTURES
+    from tests.support.intake_fixtures import FIXTURES, reply_fixture
 
-    paths = sorted(FIXTURES.joinpath("emails", "talon", "standard_replies").glob("*.eml"))
+    paths = sorted(reply_fixture("talon", "standard_replies").glob("*.eml"))
     paths += sorted(FIXTURES.joinpath("fuzz-seeds", "flanker").glob("*.eml"))
     return [Adversarial(p.stem, "ordinary", "helpdesk.inbound.email",
                         binary_headers("email.received", f"ok-{i}"), email(p.read_bytes()))

@@ -56,7 +56,8 @@ def score(split: Callable[[str], object]) -> dict[str, tuple[int, int]]:
 
 def talon_eml(split_module: ModuleType) -> tuple[int, int]:
     """talon's standard replies as whole emails (this version's parser around the rules)."""
-    files = sorted((ROOT / "emails" / "talon" / "standard_replies").glob("*.eml"))
+    talon = ROOT / "corpus" / "talon" / "tests" / "fixtures"
+    files = sorted((talon / "standard_replies").glob("*.eml"))
     original = reply_text.split_reply
     import services.intake.email_parsing as parsing
     parsing.split_reply = split_module.split_reply  # type: ignore[attr-defined]

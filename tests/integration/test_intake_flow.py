@@ -23,7 +23,7 @@ from shared.events import CaseEvent
 from shared.infra.local import Endpoints
 from tests.support import contacts
 from tests.support.cases import case_of, stored_key, wait_types
-from tests.support.intake_fixtures import fixture, load_jsonish
+from tests.support.intake_fixtures import fixture, load_jsonish, reply_fixture
 from tests.support.kafka import cloudevent_headers, publish, read_all, wait_for
 from tests.support.services import ServiceProcesses
 
@@ -114,7 +114,7 @@ async def test_automated_mail_opens_no_case_and_duplicates_are_absorbed(
     await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(
         contacts.raw_email(auto_id, "Out of office", "I am away until Monday.",
                            headers={"Auto-Submitted": "auto-replied"})), key=tag)
-    bounce = fixture("emails", "talon", "standard_replies", "gmail.eml").read_bytes()
+    bounce = reply_fixture("talon", "standard_replies", "gmail.eml").read_bytes()
     bounce = b"Auto-Submitted: auto-generated\r\n" + bounce.replace(
         b"Message-ID:", b"X-Old:", 1)
     await send(endpoints, INBOUND_EMAIL, "email.received", contacts.email_event(bounce), key=tag)

@@ -12,6 +12,12 @@ FIXTURES = REPO / "tests" / "fixtures" / "intake"
 # The public MIME corpus (579 messages, 6.5 MB, each source with its licence), so the corpus
 # test and the fuzzer's seeds are the same in every clone.
 CORPUS = FIXTURES / "corpus"
+# The reply parsers' own fixtures, where the corpus keeps them (their projects' folders).
+REPLY_FIXTURES = {
+    "talon": CORPUS / "talon" / "tests" / "fixtures",
+    "github-reply-parser": CORPUS / "github-reply-parser" / "test" / "emails",
+    "zapier-reply-parser": CORPUS / "zapier-reply-parser" / "test" / "emails",
+}
 
 
 def corpus_files() -> list[Path]:
@@ -21,6 +27,11 @@ def corpus_files() -> list[Path]:
 
 def fixture(*parts: str) -> Path:
     return FIXTURES.joinpath(*parts)
+
+
+def reply_fixture(parser: str, *parts: str) -> Path:
+    """A fixture of one of the reply parsers (`talon`, `github-reply-parser`, …)."""
+    return REPLY_FIXTURES[parser].joinpath(*parts)
 
 
 def load_jsonish(path: Path) -> Any:

@@ -300,7 +300,6 @@ def structured_record(rng: random.Random) -> tuple[Any, list[str]]:
 def _seed_files() -> list[bytes]:
     copied = sorted(p for p in FIXTURES.joinpath("fuzz-seeds").rglob("*")
                     if p.is_file() and not p.name.startswith(("LICENSE", "NOTICE")))
-    copied += sorted(p for p in FIXTURES.joinpath("emails").rglob("*.eml"))
     seeds = [p.read_bytes() for p in copied]
     seeds += [p.read_bytes() for p in sorted(CORPUS.rglob("*"))  # the public corpus
               if p.is_file() and p.stat().st_size < 64_000

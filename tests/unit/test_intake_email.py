@@ -17,7 +17,7 @@ from services.intake.email_parsing import EmailLimits, EmailRejected, parse_emai
 from services.intake.html_text import html_visible_text
 from services.intake.reply_text import split_reply
 from shared.contracts import inbound as ib
-from tests.support.intake_fixtures import corpus_files, fixture
+from tests.support.intake_fixtures import corpus_files, fixture, reply_fixture
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def test_every_corpus_email_is_parsed_and_no_bounce_opens_a_case(
 
 
 # --- visible text ----------------------------------------------------------------------------
-TALON_STANDARD = sorted(fixture("emails", "talon", "standard_replies").glob("*.eml"))
+TALON_STANDARD = sorted(reply_fixture("talon", "standard_replies").glob("*.eml"))
 
 
 @pytest.mark.parametrize("path", TALON_STANDARD, ids=lambda p: p.stem)
@@ -68,7 +68,7 @@ def test_talon_standard_replies_show_only_the_new_text(path: Path) -> None:
         assert expected.read_text().startswith(visible)
 
 
-@pytest.mark.parametrize("path", sorted(fixture("emails", "talon", "html_replies").glob("*.html")),
+@pytest.mark.parametrize("path", sorted(reply_fixture("talon", "html_replies").glob("*.html")),
                          ids=lambda p: p.stem)
 def test_talon_html_replies_drop_the_quoted_message(path: Path) -> None:
     visible = " ".join(html_visible_text(path.read_text("utf-8", "replace")).split())
@@ -76,7 +76,7 @@ def test_talon_html_replies_drop_the_quoted_message(path: Path) -> None:
 
 
 def test_an_html_rule_before_an_outlook_header_block_ends_the_reply() -> None:
-    text = fixture("emails", "talon", "reply-separated-by-hr.html").read_text()
+    text = reply_fixture("talon", "reply-separated-by-hr.html").read_text()
     assert " ".join(html_visible_text(text).split()) == "Hi there Bob"
 
 
@@ -103,13 +103,13 @@ REPLY_PARSERS = {
 @pytest.mark.parametrize("parser", ["github-reply-parser", "zapier-reply-parser"])
 @pytest.mark.parametrize(("name", "start"), REPLY_PARSERS.items())
 def test_reply_parser_fixtures(parser: str, name: str, start: str) -> None:
-    visible = split_reply(fixture("emails", parser, name).read_text("utf-8")).visible
+    visible = split_reply(reply_fixture(parser, name).read_text("utf-8")).visible
     assert visible.startswith(start)
     assert "wrote:" not in visible and "\n>" not in visible and "Original Message" not in visible
 
 
 def test_an_inline_answer_below_the_quote_is_kept() -> None:
-    visible = split_reply(fixture("emails", "github-reply-parser", "email_1_2.txt").read_text())
+    visible = split_reply(reply_fixture("github-reply-parser", "email_1_2.txt").read_text())
     assert "You can list the keys for the bucket" in visible.visible
     assert "What is the best way to clear a Riak bucket" in visible.quoted
 
@@ -128,7 +128,7 @@ def test_quote_headers_in_several_languages_and_clients(text: str, visible: str)
 
 
 def test_the_contact_keeps_the_full_text_beside_the_new_text() -> None:
-    raw = fixture("emails", "talon", "standard_replies", "gmail.eml").read_bytes()
+    raw = reply_fixture("talon", "standard_replies", "gmail.eml").read_bytes()
     contact = core.understand("email.received", event(raw), NOW)
     assert contact is not None and contact.text == "Hello"
     assert contact.full_text is not None and "> Hi" in contact.full_text
