@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from services.router.policy import RoutingPolicy
-from shared.caselog.chain import GENESIS_HASH, ChainedFields, row_hash
+from shared.caselog.chain import ChainedFields, check_chain
 from shared.channels import registry
 
 
@@ -194,40 +194,25 @@ class TimelineRow:
 def chain_statuses(rows: Sequence[tuple[ChainedFields, str, str]],
                    versions: Sequence[int] | None = None) -> list[TimelineRow]:
     """Each row (fields, prev_hash, hash, in seq order; `versions`: each row's hash version,
-    default 1) checked as `log verify` checks the case's chain: the first row that fails is
-    `broken` with the reason; the rows after it cannot be vouched for (`unverified`). Row MACs
-    are not checked here: the console holds no service's row key (`switchboard log verify`
+    default 1) as `log verify` finds the case's chain (`check_chain`): the first row that fails
+    is `broken` with the reason; the rows after it cannot be vouched for (`unverified`). Row
+    MACs are not checked here: the console holds no service's row key (`switchboard log verify`
     does)."""
+    broken = check_chain(list(rows), list(versions) if versions else None)
     out: list[TimelineRow] = []
-    expected_prev = GENESIS_HASH
-    broken = False
-    for index, (fields, prev_hash, stored) in enumerate(rows, start=1):
+    status = "ok"
+    for fields, prev_hash, stored in rows:
         why = ""
-        if broken:
+        if status == "broken":
             status = "unverified"
-        elif fields.seq != index:
-            status, why = "broken", f"sequence gap: expected {index}"
-        elif prev_hash != expected_prev:
-            status, why = "broken", "prev_hash does not match previous row"
-        elif _hash_of(prev_hash, fields, versions[index - 1] if versions else 1) != stored:
-            status, why = "broken", "hash does not match row contents"
-        else:
-            status = "ok"
-        broken = broken or status == "broken"
-        expected_prev = stored
+        elif broken is not None and status == "ok" and fields.seq == broken.seq:
+            status, why = "broken", broken.why
         out.append(TimelineRow(seq=fields.seq, time=fields.time, type=fields.type,
                                source=fields.source, event_id=fields.event_id,
                                trace_id=fields.trace_id, data=pretty(fields.data),
                                summary=summary(fields.data), hash=stored,
                                prev_hash=prev_hash, status=status, why=why))
     return out
-
-
-def _hash_of(prev_hash: str, fields: ChainedFields, version: int) -> str | None:
-    try:
-        return row_hash(prev_hash, fields, version)
-    except ValueError:  # an unknown version, or a version 2 row without its recorded_at
-        return None
 
 
 SUMMARY_KEYS = ("text", "subject", "queue", "agent_id", "by", "reason", "metric", "status",
