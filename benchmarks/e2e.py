@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import subprocess
@@ -54,6 +53,7 @@ from e2e_measure import (
 
 from shared.caselog.migrate import migrate
 from shared.infra import kafka, local, postgres
+from shared.keys import local_keys
 from shared.settings import REPO_ROOT, default_state_dir, get_settings
 from shared.topics_admin import create_topics
 
@@ -303,9 +303,9 @@ async def main(args: argparse.Namespace) -> None:
     counts = {k: int(v) for k, v in (x.split("=") for x in args.instances.split(",") if x)}
     env = {**os.environ, **endpoints.as_env(), "SWITCHBOARD_INFRA": "external",
            "SWITCHBOARD_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1",
-           # external infrastructure: the services refuse to start without their keys
-           **{k: os.environ.get(k) or secrets.token_urlsafe(32)
-              for k in ("SWITCHBOARD_KEY_HMAC", "SWITCHBOARD_KEY_DLQ")}}
+           # external infrastructure: the services refuse to start without their keys, so
+           # they get the bench's local ones, as `make run` gives its services the checkout's
+           **{k: v for k, v in local_keys(state_dir).items() if not os.environ.get(k)}}
     services = Services(env, state_dir / "logs")
     meter = CpuMeter({}, postgres.running_pid(state_dir))
     bench = Bench(args, endpoints, services, meter)
