@@ -59,7 +59,12 @@ async def append_events(
     known = {
         row["event_id"]
         for row in await conn.fetch(
-            "SELECT event_id FROM case_log WHERE event_id = ANY($1::uuid[])",
+            # One index probe per id, whatever the planner thinks of the array: as
+            # `event_id = ANY($1)` it chose sequential scans of the whole log for a batch's
+            # ids on a young log (4,636 of 8,406 look-ups in a bench run, 40 % of PostgreSQL's
+            # time, the longer the log the slower).
+            "SELECT u.id AS event_id FROM unnest($1::uuid[]) AS u(id) CROSS JOIN LATERAL"
+            " (SELECT 1 FROM case_log WHERE event_id = u.id LIMIT 1) AS hit",
             [e.event_id for e in events],
         )
     }
@@ -100,7 +105,8 @@ _COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "recorded_at
 async def any_logged(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> bool:
     """Whether any of these events is in the log."""
     return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM case_log WHERE event_id = ANY($1::uuid[]))", event_ids))
+        "SELECT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS u(id) CROSS JOIN LATERAL"
+        " (SELECT 1 FROM case_log WHERE event_id = u.id LIMIT 1) AS hit)", event_ids))
 
 
 def _first_of_each(events: Any) -> list[CaseEvent]:
