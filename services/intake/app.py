@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from shared.contracts.envelope import Envelope
 from shared.events import Decision
 from shared.keys import Keyring, keyring_from
 from shared.redaction import compile_patterns
-from shared.runtime import Rejected, Route, ServiceRuntime
+from shared.runtime import BatchHooks, Rejected, Route, ServiceRuntime
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,13 @@ class IntakeHandler:
         # Records this handler refused, by envelope: when a batch is retried one record at a
         # time, a record that timed out is refused again at once instead of after the deadline.
         self._refused: OrderedDict[int, tuple[Envelope, str]] = OrderedDict()
+        # Cases reopened by earlier records of the transaction on this connection: their
+        # `case.reopened` is appended with the batch's other events at its end (the runtime's
+        # deferred appends), so the log cannot tell a later record of the batch yet.
+        self._reopened: dict[int, set[str]] = {}
+
+    def begin_transaction(self, conn: asyncpg.Connection) -> None:
+        self._reopened[id(conn)] = set()
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -108,7 +115,14 @@ class IntakeHandler:
             await suppression.store(conn, suppression.record(contact, cause, self.config))
         if case_id is not None and not thread.duplicate:
             await self._remember(conn, contact, thread, case_id, decision, released)
+        if case_id is not None and any(e.type == "case.reopened" for e in decision.events):
+            self._reopened.setdefault(id(conn), set()).add(case_id)
         return decision
+
+    async def _solved(self, conn: asyncpg.Connection, case_id: str) -> bool:
+        if case_id in self._reopened.get(id(conn), ()):
+            return False
+        return await _solved(conn, case_id)
 
     def _maybe_legacy(self, envelope: Envelope) -> bool:
         """Whether the record may have been processed before ids derived from (source, id): a
@@ -210,7 +224,7 @@ class IntakeHandler:
         for step in core.thread_lookups(contact, self.thread_rules, bool(keys)):
             if step.open_case:
                 subjects = tuple(f for k in step.keys for f in ring.forms(k)) or None
-                found = await _open_cases(conn, sender, subjects, step.since)
+                found = await _open_cases(conn, sender, subjects, step.since, self._solved)
             else:
                 found = await _cases(conn, ring, step.keys, extra if step.how == "thread" else ())
             if await consider(step, found):
@@ -222,7 +236,8 @@ class IntakeHandler:
         if contact.may_join_burst:
             burst = await _burst_contact(conn, ring, contact, case_id,
                                          self.settings.intake_chat_burst_seconds)
-        return core.Thread(case_id=case_id, how=chosen.how, solved=await _solved(conn, case_id),
+        return core.Thread(case_id=case_id, how=chosen.how,
+                           solved=await self._solved(conn, case_id),
                            burst_contact_id=burst, directory=directory)
 
     async def _remember(self, conn: asyncpg.Connection, contact: core.IncomingContact,
@@ -322,7 +337,8 @@ async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
 
 
 async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
-                      subject_keys: tuple[str, ...] | None, since: datetime | None) -> list[str]:
+                      subject_keys: tuple[str, ...] | None, since: datetime | None,
+                      solved: Callable[[asyncpg.Connection, str], Awaitable[bool]]) -> list[str]:
     """The customer's most recent case that is not solved (same subject, recent, if given):
     none or one. Keys are keyed forms."""
     rows = await conn.fetch(
@@ -331,7 +347,7 @@ async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
         " OR last_contact_at >= $3) ORDER BY last_contact_at DESC LIMIT 5",
         customer_keys, list(subject_keys) if subject_keys is not None else None, since)
     for row in rows:
-        if not await _solved(conn, row["case_id"]):
+        if not await solved(conn, row["case_id"]):
             return [str(row["case_id"])]
     return []
 
@@ -396,8 +412,23 @@ def inbound_models() -> dict[str, dict[str, type[Contract]]]:
             for topic, models in registry.inbound_topics().items()}
 
 
+class _Transactions(BatchHooks):
+    def __init__(self, handler: IntakeHandler) -> None:
+        self.handler = handler
+
+    async def begin(self, conn: asyncpg.Connection, items: list[tuple[Envelope, Any]]) -> None:
+        self.handler.begin_transaction(conn)
+
+
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     handler = IntakeHandler(runtime.settings or get_settings(), started_at=runtime.clock.now())
+    # A batch's events are appended once, after all its records: one lock round trip and one
+    # COPY per batch instead of per record, and each case's lock held only from that append to
+    # the commit rather than from its record to the end of the batch (the router, SLA and
+    # escalation append to the same cases). What the handler reads back from the log is only
+    # whether a case is solved, and the handler itself remembers what it reopened in the batch.
+    runtime.defer_appends = True
+    runtime.hooks = _Transactions(handler)
 
     async def start_workers(_: ServiceRuntime) -> None:
         await handler.start()
