@@ -539,6 +539,12 @@ def load_policy(runtime: ServiceRuntime) -> Policy:
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     policy = load_policy(runtime)
     log.info("escalation policy %s: %d rules", policy.version, len(policy.spec.rules))
+    # A batch's events are appended once, at its end. The handlers read the log only as of
+    # their input, which is in the log before it is consumed and before anything this service
+    # appends for it, and read their own state from the escalation tables, written at once:
+    # nothing they read waits on the deferred rows. Each case's log lock is then held from
+    # that one append to the commit, not from the record to the end of the batch.
+    runtime.defer_appends = True
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, policy),
                             reject_unknown_types=False))
     activity = handlers(runtime, policy)
