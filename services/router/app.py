@@ -88,9 +88,8 @@ class RouterApp(BatchHooks):
     def handler(self, step: Callable[..., None]) -> Any:
         async def handle(conn: asyncpg.Connection, env: Envelope, payload: Any,
                          now: datetime) -> Decision:
-            outcome = decide.decide(self.floor, self.config, now, step, env.id, payload)
-            for change in outcome.changes:
-                self.floor.apply(change)
+            outcome = decide.decide(self.floor, self.config, now, step, env.id, payload,
+                                    keep=True)
             self._pending.extend(outcome.changes)
             self.observe(outcome, now)
             return outcome.decision

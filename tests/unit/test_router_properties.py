@@ -204,6 +204,42 @@ def test_a_rolled_back_batch_leaves_the_floor_as_it_was(
     assert snapshot(run.floor) == before
 
 
+@dataclass
+class KeptRun(Run):
+    """The router app's way: each decision keeps its changes on the floor (`keep=True`)."""
+
+    def decide(self, step: Any, *args: Any) -> decide.Outcome:
+        self.floor.begin()
+        outcome = decide.decide(self.floor, CONFIG, self.now, step, *args, keep=True)
+        self.floor.commit()
+        return outcome
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_a_decision_that_keeps_its_changes_leaves_the_floor_as_applying_them_would(
+        ops: list[tuple[Any, ...]]) -> None:
+    applied, kept = Run(), KeptRun()
+    for op in ops:
+        assert kept.step(op) == applied.step(op)
+        assert snapshot(kept.floor) == snapshot(applied.floor)
+
+
+@settings(max_examples=60, deadline=None)
+@given(operations, operations)
+def test_a_rolled_back_batch_of_kept_decisions_leaves_the_floor_as_it_was(
+        first: list[tuple[Any, ...]], second: list[tuple[Any, ...]]) -> None:
+    run = KeptRun()
+    for op in first:
+        run.step(op)
+    before = snapshot(run.floor)
+    run.floor.begin()
+    for op in second:
+        run.step(op)
+    run.floor.rollback()
+    assert snapshot(run.floor) == before
+
+
 agents_st = st.lists(st.tuples(
     st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 5), min_size=1, max_size=3),
     st.integers(1, 3), st.integers(0, 3), st.integers(0, 600),
