@@ -168,8 +168,14 @@ class SlaBatch(BatchHooks):
             " ORDER BY case_id FOR UPDATE", case_ids)}
         clocks: dict[str, dict[str, core.SlaClock]] = {c: {} for c in case_ids}
         for row in await conn.fetch(
-                f"SELECT {_COLUMNS} FROM sla_clock WHERE case_id = ANY($1::text[])"
-                " AND state IN ('running', 'paused') ORDER BY clock_id FOR UPDATE", case_ids):
+                # An index probe per case (LATERAL, not `case_id = ANY($1)`, which PostgreSQL
+                # planned as a sequential scan of every clock for a batch's cases: a cost that
+                # grew with the table, 8.7 ms a batch at 13,000 clocks). Rows are locked case
+                # by case in the cases' order; their sla_case rows are locked before, likewise.
+                f"SELECT k.* FROM unnest($1::text[]) AS u(case_id) CROSS JOIN LATERAL"
+                f" (SELECT {_COLUMNS} FROM sla_clock WHERE case_id = u.case_id"
+                " AND state IN ('running', 'paused') ORDER BY clock_id FOR UPDATE) AS k",
+                case_ids):
             clock = clock_from_row(row)
             clocks[clock.case_id][clock.clock_id] = clock
         self.batch = _Batch(fresh, {c: core.case_from_json(c, states.get(c)) for c in case_ids},
