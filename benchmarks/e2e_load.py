@@ -174,6 +174,9 @@ class AgentStats:
     offers: int = 0
     distinct: set[str] = field(default_factory=set)
     by_type: Counter[str] = field(default_factory=Counter)
+    # The cases offered since the phase began (`Bench.run_phase` empties it): its progress,
+    # counted from the offers the desktops receive instead of by polling the case log.
+    phase_cases: set[str] = field(default_factory=set)
 
     @property
     def duplicate_offers(self) -> int:
@@ -217,6 +220,7 @@ class Agents:
         if offer["offer_id"] in self.stats.distinct:
             return []  # a desktop de-duplicates on the offer id, as docs/router.md asks
         self.stats.distinct.add(offer["offer_id"])
+        self.stats.phase_cases.add(offer["case_id"])
         self._due.append((time.monotonic() + self.hold, offer))
         return [self._act("agent.offer_accepted", offer, {"offer_id": offer["offer_id"]})]
 
