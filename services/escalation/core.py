@@ -517,13 +517,19 @@ def could_change(policy: Policy, type_: str) -> bool:
 
 
 # --- digests ------------------------------------------------------------
+def digest_ready(policy: Policy, oldest: datetime, now: datetime) -> bool:
+    """Whether a target whose oldest pending entry is from `oldest` has a digest due."""
+    every = policy.spec.digest.every if policy.spec.digest is not None else None
+    return every is not None and oldest + timedelta(seconds=parse_duration(every)) <= now
+
+
 def digest_due(policy: Policy, target: str, entries: list[DigestEntry],
                now: datetime) -> tuple[ce.SupervisorDigest, Outbound] | None:
     """A target's pending entries become one digest once the oldest has waited `every`."""
-    if policy.spec.digest is None or not entries:
+    if not entries:
         return None
     start = min(e.at for e in entries)
-    if start + timedelta(seconds=parse_duration(policy.spec.digest.every)) > now:
+    if not digest_ready(policy, start, now):
         return None
     ordered = sorted(entries, key=lambda e: (e.at, e.case_id, e.reason))
     digest_id = f"dig-{derive_event_id(target, f'{start.isoformat()}/{ordered[0].case_id}')}"

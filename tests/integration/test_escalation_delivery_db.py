@@ -177,6 +177,7 @@ async def test_a_failing_sink_is_parked_alone_while_others_deliver_and_digests_g
     assert flaky["parked_at"] == clock.now()
     assert any("parked after 3 attempt(s)" in r.getMessage() and r.levelno == logging.ERROR
                for r in caplog.records)
+    assert await h.digests() == 0  # the warning waits for its hour
     clock.advance(timedelta(hours=1))
     await h.deliver()
     assert [p for p, _ in Hooks.calls].count("/flaky") == 3  # parked: never tried again
