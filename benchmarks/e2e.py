@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=0.25, help="seconds an agent keeps a case")
     p.add_argument("--rates", default="50,200", help="fixed offered rates (contacts/s)")
     p.add_argument("--rate-seconds", type=float, default=20.0)
-    p.add_argument("--steady", default="25,50,100,200,300,400,600,800,1000,1500",
+    p.add_argument("--steady", default="25,50,75,100,150,200,300,400,600,800,1000,1500",
                    help="rates tried, in order, for the highest steady rate")
     p.add_argument("--baseline", type=int, default=50_000, help="records per baseline")
     p.add_argument("--instances", default="",
