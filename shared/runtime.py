@@ -390,8 +390,9 @@ class ServiceRuntime:
         parent = propagate.extract(_text_headers(item.record))
         began = time.perf_counter()
         with self._tracer.start_as_current_span(
-                f"{item.record.topic} handle", context=parent, kind=SpanKind.CONSUMER,
-                attributes=consume_attributes(item.record, self.group_id)):
+                f"{item.record.topic} handle", context=parent, kind=SpanKind.CONSUMER) as span:
+            if span.is_recording():  # not built for a span nobody will read
+                span.set_attributes(consume_attributes(item.record, self.group_id))
             decision = await item.handler(conn, item.envelope, item.payload, self.clock.now())
             self.metrics.handler_seconds.labels(self.name, item.record.topic).observe(
                 time.perf_counter() - began)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from opentelemetry import trace
@@ -12,11 +13,22 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 
 def make_tracer_provider(service_name: str, exporter: str) -> TracerProvider:
-    """A tracer provider for one service: console, otlp (OTEL_EXPORTER_OTLP_* env) or none."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    """A tracer provider for one service: console, otlp (OTEL_EXPORTER_OTLP_* env) or none.
+
+    With no exporter nothing would ever read a span, so none is recorded (unless
+    OTEL_TRACES_SAMPLER says otherwise): every span is then a non-recording one that still
+    carries its trace id (the case log's `trace_id`, the `traceparent` of what we publish),
+    without the attributes, events and timestamps a recorded span costs on every record.
+    Otherwise the SDK's sampler is the one OTEL_TRACES_SAMPLER names (default: all).
+    """
+    sampler = ALWAYS_OFF if exporter == "none" and not os.environ.get("OTEL_TRACES_SAMPLER") \
+        else None
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                              sampler=sampler)
     chosen: SpanExporter | None = None
     if exporter == "console":
         chosen = ConsoleSpanExporter()
