@@ -40,6 +40,7 @@ from aiokafka.errors import (
 from opentelemetry import propagate
 
 from shared.caselog.chain import canonical_json
+from shared.caselog.store import event_data
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import CASE_EVENTS
 from shared.events import CaseEvent, Outbound
@@ -70,13 +71,16 @@ def shard_of(key: bytes) -> int:
     return zlib.crc32(key) % SHARDS
 
 
-def record_for_event(event: CaseEvent, source: str,
-                     carrier: dict[str, str] | None = None) -> OutboxRecord:
+def record_for_event(event: CaseEvent, source: str, carrier: dict[str, str] | None = None,
+                     data: str | None = None) -> OutboxRecord:
+    """The record of a case event on `cases.events`: its value is the text the log stores
+    (`data`, RFC 8785 canonical JSON; computed when not given), byte for byte, so a consumer
+    holds exactly what the chain's hash covers, and the writer serialises each event once."""
     envelope = Envelope(
         id=str(event.event_id), source=source, type=event.type, time=event.time,
         subject=event.case_id,
     )
-    value = canonical_json(event.data.model_dump(mode="json")).encode()
+    value = (event_data(event) if data is None else data).encode()
     return OutboxRecord(CASE_EVENTS, event.case_id, _with_trace(envelope.to_headers(), carrier),
                         value)
 

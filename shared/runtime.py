@@ -476,13 +476,14 @@ class ServiceRuntime:
     async def persist_traced(self, conn: asyncpg.Connection, decisions: list[Traced]) -> None:
         """Append several decisions' events at once (one lock, one look-up of known ids and of
         chain heads, one COPY), each row with its own trace, and queue what to publish."""
+        texts: dict[Any, str] = {}
         fresh = await append_events(
             conn, [(e, t.trace_id) for t in decisions for e in t.decision.events],
-            source=self.source)
+            source=self.source, texts=texts)
         fresh_ids = {e.event_id for e in fresh}
         records: list[OutboxRecord] = []
         for t in decisions:
-            records += [record_for_event(e, self.source, t.carrier)
+            records += [record_for_event(e, self.source, t.carrier, texts[e.event_id])
                         for e in t.decision.events if e.event_id in fresh_ids]
             records += [record_for_outbound(m, self.source, t.carrier)
                         for m in t.decision.outbound if m.caused_by in fresh_ids]

@@ -34,7 +34,7 @@ def event_data(event: CaseEvent) -> str:
 
 async def append_events(
     conn: asyncpg.Connection, events: Sequence[CaseEvent] | Sequence[tuple[CaseEvent, str | None]],
-    *, source: str, trace_id: str | None = None,
+    *, source: str, trace_id: str | None = None, texts: dict[uuid.UUID, str] | None = None,
 ) -> list[CaseEvent]:
     """Append events in the caller's transaction; return the ones that were not logged before.
 
@@ -42,6 +42,8 @@ async def append_events(
     locks, taken in a fixed order, serialise writers of the same case so the sequence stays
     gap-free and the chain linear; a repeated event id is skipped, not an error. Rows are
     written with hash version 2 and a MAC keyed with `source`'s row key (shared.caselog.keys).
+    `texts`, if given, receives each appended event's stored `data` (so that what is published
+    is the logged text, serialised once).
     """
     if not events:
         return []
@@ -85,6 +87,8 @@ async def append_events(
         if case_field is None:
             case_field = case_fields[case_id] = field(case_id)
         data = event_data(event)
+        if texts is not None:
+            texts[event.event_id] = data
         trace = trace_of[event.event_id]
         digest = hash_v2(prev_hash, case_field, seq, str(event.event_id), event.type,
                          source_field, utc_text(event.time), recorded_field, trace, data,

@@ -75,6 +75,11 @@ async def test_a_reply_to_a_case_opened_earlier_in_the_same_batch_joins_it(
     assert [r.type for r in rows] == ["case.opened", "contact.received", "contact.received"]
     assert [r.seq for r in rows] == [1, 2, 3]
     assert await verify_case(app_db, case_id) is None
+    # what will be published on cases.events is the logged text, byte for byte
+    queued = {json.loads(r["headers"])["ce_id"]: bytes(r["value"]) for r in await app_db.fetch(
+        "SELECT headers, value FROM outbox WHERE service = 'intake' AND key = $1",
+        case_id.encode())}
+    assert queued == {str(r.event_id): r.data.encode() for r in rows}
 
 
 async def test_two_replies_in_one_batch_reopen_a_solved_case_once(
