@@ -132,14 +132,15 @@ class RouterApp(BatchHooks):
         """Expire unanswered offers and re-check waiting cases whose time has come."""
         now = self.runtime.clock.now()
         async with self.serial:
-            outcome = decide.decide(self.floor, self.config, now, decide.tick)
-            if not outcome.changes and not outcome.decision.events:
-                return 0
+            # Decided on the floor in a journal of its own, kept if the transaction commits,
+            # undone if it does not: the same way as a consumed batch's decisions.
             self.floor.begin()
             try:
+                outcome = decide.decide(self.floor, self.config, now, decide.tick, keep=True)
+                if not outcome.changes and not outcome.decision.events:
+                    self.floor.commit()  # an empty journal
+                    return 0
                 async with self.runtime.pool.acquire() as conn, conn.transaction():
-                    for change in outcome.changes:
-                        self.floor.apply(change)
                     await self.fence(conn)
                     await save(conn, outcome.changes, now)
                     await self.runtime.persist(conn, outcome.decision)
