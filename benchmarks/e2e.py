@@ -49,6 +49,8 @@ from e2e_measure import (
     duplicate_event_ids,
     latency_row,
     phase_result,
+    reset_statements,
+    top_statements,
 )
 
 from shared.caselog.migrate import migrate
@@ -59,6 +61,7 @@ from shared.topics_admin import create_topics
 
 SERVICES = ("intake", "router", "sla", "escalation")
 READY_MARK = b"FastStream app started successfully"
+STATEMENTS_SHOWN = 6  # of each saturation phase's top statements, printed
 STALL_SECONDS = 90.0  # no progress for this long: the phase is reported as it stands
 
 
@@ -184,6 +187,7 @@ class Bench:
         assert self.pool is not None
         self._n += 1
         run = f"{int(time.time())}-{self._n}"
+        counting = rate is None and await reset_statements(self.endpoints.database_superuser_url)
         cpu0, t0 = self.meter.sample(), time.monotonic()
         started = datetime.now(UTC)
         self.agents.stats.phase_cases.clear()
@@ -212,6 +216,8 @@ class Bench:
             await asyncio.sleep(1.0)
         wall = time.monotonic() - t0
         cpu = self.meter.cores(cpu0, self.meter.sample(), wall)
+        # before the benchmark's own summary query, which is not the services' load
+        top = await top_statements(self.endpoints.database_superuser_url) if counting else []
         await asyncio.sleep(1.0)  # offers made by the last decisions reach the log
         async with self.pool.acquire() as conn:
             result = await phase_result(conn, since, until, contacts)
@@ -222,6 +228,11 @@ class Bench:
             f" {result.offered} offered; {phase.sustained:,.1f} contacts/s;"
             f" offer p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms;"
             f" cpu {', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items()))}")
+        if counting:  # saturation: where PostgreSQL's time went (pg_stat_statements)
+            out = self.services.log_dir / f"pg-statements-{name.replace(' ', '-')}.txt"
+            out.write_text("\n".join(top) + "\n")
+            say("    PostgreSQL's top statements by execution time (all in " + str(out) + "):\n"
+                + "\n".join(f"    {line[:150]}" for line in top[:STATEMENTS_SHOWN]))
         return phase
 
     def steady(self, phase: Phase) -> bool:

@@ -154,3 +154,39 @@ async def dead_letter_count(bootstrap: str) -> int:
         return sum(ends[p] - starts[p] for p in parts)
     finally:
         await consumer.stop()
+
+
+# --- where PostgreSQL's time goes -------------------------------------------------------------
+STATEMENTS_SQL = (
+    "SELECT calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms, rows,"
+    " regexp_replace(query, '\\s+', ' ', 'g') AS query FROM pg_stat_statements"
+    " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " ORDER BY total_exec_time DESC LIMIT $1")
+
+
+async def reset_statements(superuser_url: str) -> bool:
+    """Start counting afresh (False where the server has no pg_stat_statements loaded)."""
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        return True
+    except asyncpg.PostgresError:
+        return False
+    finally:
+        await conn.close()
+
+
+async def top_statements(superuser_url: str, limit: int = 20) -> list[str]:
+    """The statements that took the most execution time since the reset, one line each."""
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        rows = await conn.fetch(STATEMENTS_SQL, limit)
+        total = await conn.fetchval("SELECT sum(total_exec_time) FROM pg_stat_statements") or 1
+    except asyncpg.PostgresError:
+        return []
+    finally:
+        await conn.close()
+    return [f"{r['total_ms'] / total * 100:5.1f} % {r['total_ms']:10,.0f} ms {r['calls']:8,d} calls"
+            f" {r['mean_ms']:8.2f} ms mean {r['rows']:9,d} rows  {r['query'][:160]}"
+            for r in rows]
