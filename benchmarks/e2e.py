@@ -80,6 +80,9 @@ def parse_args() -> argparse.Namespace:
                    help="processes per service, e.g. intake=2,sla=2 (default one each)")
     p.add_argument("--phases", default="saturation,rates,steady,baselines")
     p.add_argument("--keep", action="store_true", help="leave the infrastructure running")
+    p.add_argument("--pg-statements", action="store_true",
+                   help="load pg_stat_statements and print each saturation phase's top"
+                   " statements (costs PostgreSQL a few per cent)")
     p.add_argument("--no-record", action="store_true", help="do not update docs/benchmarks.md")
     return p.parse_args()
 
@@ -187,7 +190,8 @@ class Bench:
         assert self.pool is not None
         self._n += 1
         run = f"{int(time.time())}-{self._n}"
-        counting = rate is None and await reset_statements(self.endpoints.database_superuser_url)
+        counting = self.args.pg_statements and rate is None and \
+            await reset_statements(self.endpoints.database_superuser_url)
         cpu0, t0 = self.meter.sample(), time.monotonic()
         started = datetime.now(UTC)
         self.agents.stats.phase_cases.clear()
@@ -318,6 +322,8 @@ def record(lines: list[str]) -> None:
 # --- main ----------------------------------------------------------------------------------
 async def main(args: argparse.Namespace) -> None:
     state_dir = default_state_dir() / "bench"
+    if args.pg_statements:  # read by shared/infra/postgres.py when it writes the configuration
+        os.environ["SWITCHBOARD_PG_STATEMENTS"] = "1"
     say(f"bench-e2e: fresh Kafka + PostgreSQL in {state_dir}")
     endpoints = await fresh_infra(state_dir)
     counts = {k: int(v) for k, v in (x.split("=") for x in args.instances.split(",") if x)}

@@ -264,6 +264,8 @@ def _configure(p: Paths, port: int, fast: bool, tls: TlsFiles | None = None) -> 
     conf = f"port = {port}\n\n" + (DEPLOY_DIR / "postgresql.conf").read_text()
     if fast:
         conf += "\n" + (DEPLOY_DIR / "postgresql.fast.conf").read_text()
+    if os.environ.get("SWITCHBOARD_PG_STATEMENTS") == "1":
+        conf += "\n" + (DEPLOY_DIR / "postgresql.statements.conf").read_text()
     hba = (DEPLOY_DIR / "pg_hba.conf").read_text()
     if tls is not None:
         conf += "\n" + (DEPLOY_DIR / "postgresql.tls.conf").read_text()
