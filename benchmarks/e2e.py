@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -61,7 +62,7 @@ from shared.topics_admin import create_topics
 
 SERVICES = ("intake", "router", "sla", "escalation")
 READY_MARK = b"FastStream app started successfully"
-STATEMENTS_SHOWN = 6  # of each saturation phase's top statements, printed
+STATEMENTS_SHOWN = 6  # of each phase's top statements, printed
 STALL_SECONDS = 90.0  # no progress for this long: the phase is reported as it stands
 
 
@@ -81,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--phases", default="saturation,rates,steady,baselines")
     p.add_argument("--keep", action="store_true", help="leave the infrastructure running")
     p.add_argument("--pg-statements", action="store_true",
-                   help="load pg_stat_statements and print each saturation phase's top"
+                   help="load pg_stat_statements and print each phase's top"
                    " statements (costs PostgreSQL a few per cent)")
     p.add_argument("--no-record", action="store_true", help="do not update docs/benchmarks.md")
     return p.parse_args()
@@ -190,7 +191,7 @@ class Bench:
         assert self.pool is not None
         self._n += 1
         run = f"{int(time.time())}-{self._n}"
-        counting = self.args.pg_statements and rate is None and \
+        counting = self.args.pg_statements and \
             await reset_statements(self.endpoints.database_superuser_url)
         cpu0, t0 = self.meter.sample(), time.monotonic()
         started = datetime.now(UTC)
@@ -232,8 +233,8 @@ class Bench:
             f" {result.offered} offered; {phase.sustained:,.1f} contacts/s;"
             f" offer p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms;"
             f" cpu {', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items()))}")
-        if counting:  # saturation: where PostgreSQL's time went (pg_stat_statements)
-            out = self.services.log_dir / f"pg-statements-{name.replace(' ', '-')}.txt"
+        if counting:  # where PostgreSQL's time went in this phase (pg_stat_statements)
+            out = self.services.log_dir / f"pg-statements-{re.sub(r'[^0-9A-Za-z]+', '-', name)}.txt"
             out.write_text("\n".join(top) + "\n")
             say("    PostgreSQL's top statements by execution time (all in " + str(out) + "):\n"
                 + "\n".join(f"    {line[:150]}" for line in top[:STATEMENTS_SHOWN]))
