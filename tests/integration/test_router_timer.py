@@ -1,6 +1,6 @@
 """The router's timer on the real database: an offer nobody answers expires once, in the log,
-in the router's tables and on its floor; a timer pass whose transaction fails leaves all three
-as they were, and the next pass expires the offer exactly once.
+in the router's tables and on its floor; a timer pass the database refuses (read-only sessions)
+leaves all three as they were, and the next pass expires the offer exactly once.
 
 Records go through the runtime's own `process_batch` with the router's wiring (no broker);
 the floor starts empty (no `lead`), so it holds only this test's agent and case.
@@ -108,20 +108,24 @@ async def test_an_unanswered_offer_expires_once_in_the_log_the_tables_and_the_fl
 
 async def test_a_timer_pass_whose_transaction_fails_changes_nothing_and_the_next_one_expires(
         router: tuple[ServiceRuntime, RouterApp, dict[str, Route]],
-        app_db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+        app_db: asyncpg.Connection, endpoints: Endpoints) -> None:
     rt, app, routes = router
     case_id, _ = await offered_case(rt, routes, uuid.uuid4().hex[:10])
     [offer] = [o for o in app.floor.offers.values() if o.case_id == case_id]
     assert isinstance(rt.clock, FrozenClock)
     rt.clock.advance(offer.expires_at - rt.clock.now() + timedelta(seconds=1))
 
-    async def database_refuses(conn: asyncpg.Connection) -> None:
-        raise asyncpg.ReadOnlySQLTransactionError("cannot execute in a read-only transaction")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(app, "fence", database_refuses)
+    # The database refuses the pass's writes: its sessions are read-only for this one pass.
+    writable = rt._pool
+    rt._pool = await asyncpg.create_pool(
+        endpoints.database_url, min_size=1, max_size=1,
+        server_settings={"default_transaction_read_only": "on"})
+    try:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await app.tick()
+    finally:
+        await rt._pool.close()
+        rt._pool = writable
     assert app.floor.offers[offer.offer_id].state == "offered"  # the floor rolled back
     assert await expired(app_db, case_id) == []
     assert await app_db.fetchval("SELECT state FROM router_offer WHERE offer_id = $1",
