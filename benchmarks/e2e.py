@@ -193,6 +193,8 @@ class Bench:
         run = f"{int(time.time())}-{self._n}"
         counting = self.args.pg_statements and \
             await reset_statements(self.endpoints.database_superuser_url)
+        if self.args.pg_statements and not counting:
+            say(f"  {name}: --pg-statements, but pg_stat_statements cannot be reset: not counted")
         cpu0, t0 = self.meter.sample(), time.monotonic()
         started = datetime.now(UTC)
         self.agents.stats.phase_cases.clear()
@@ -270,7 +272,8 @@ def report(bench: Bench, base: dict[str, float], dead: int, dup_ids: int,
              f"{instances or 'one process each'}."), "",
              ("| phase | contacts | offered rate | sustained contacts/s | offer p50 ms | p95 | "
              "p99 | max | log rows/s | CPU cores (intake / router / sla / escalation / kafka /"
-             " postgres) |"), "|---|---|---|---|---|---|---|---|---|---|"]
+             f" postgres) | machine busy of {os.cpu_count()} cores (in the kernel) |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in bench.phases:
         lat = latency_row(p.result.offer_latencies_ms)
         span = max(1e-6, (p.result.decided_at_last.timestamp() if p.result.decided_at_last
@@ -280,7 +283,8 @@ def report(bench: Bench, base: dict[str, float], dead: int, dup_ids: int,
         lines.append(f"| {p.name} | {p.contacts:,} | {fmt(p.rate) if p.rate else 'max'} | "
                      f"{fmt(p.sustained)} | {fmt(lat['p50'])} | {fmt(lat['p95'])} | "
                      f"{fmt(lat['p99'])} | {fmt(lat['max'])} | {fmt(p.result.log_rows / span)} "
-                     f"| {cpu} |")
+                     f"| {cpu} | {p.cpu.get('machine', 0):.2f} "
+                     f"({p.cpu.get('machine system', 0):.2f}) |")
     steady = [p.rate or 0 for p in bench.phases if p.name.startswith("steady")
               and bench.steady(p)]
     max_steady = max(steady, default=0)

@@ -28,6 +28,14 @@ def cpu_seconds(pid: int, reaped: bool = False) -> float:
     return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / _CLK_TCK
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """The machine's busy CPU seconds so far (all cores), and the part of them in the kernel."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    kernel = system + irq + softirq
+    return (user + nice + kernel + steal) / _CLK_TCK, kernel / _CLK_TCK
+
+
 def children_of(parent: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -42,7 +50,9 @@ def children_of(parent: int) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds per named group of processes between two samples."""
+    """CPU seconds per named group of processes between two samples, and the whole machine's:
+    `machine` (busy, every process and the kernel's work) and `machine system` (of which in
+    the kernel: system calls, interrupts), so a phase says how close the machine was to full."""
 
     def __init__(self, groups: dict[str, list[int]], postmaster: int | None) -> None:
         self.groups, self.postmaster = groups, postmaster
@@ -54,6 +64,7 @@ class CpuMeter:
             # (connections come and go)
             out["postgres"] = cpu_seconds(self.postmaster, reaped=True) + sum(
                 cpu_seconds(p) for p in children_of(self.postmaster))
+        out["machine"], out["machine system"] = machine_cpu_seconds()
         return out
 
     @staticmethod
@@ -182,7 +193,10 @@ async def top_statements(superuser_url: str, limit: int = 20) -> list[str]:
     conn = await asyncpg.connect(superuser_url)
     try:
         rows = await conn.fetch(STATEMENTS_SQL, limit)
-        total = await conn.fetchval("SELECT sum(total_exec_time) FROM pg_stat_statements") or 1
+        # shares of this database's statement time, the same rows the list is drawn from
+        total = await conn.fetchval(
+            "SELECT sum(total_exec_time) FROM pg_stat_statements WHERE dbid ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())") or 1
     except asyncpg.PostgresError:
         return []
     finally:
