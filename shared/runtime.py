@@ -16,6 +16,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -476,7 +477,7 @@ class ServiceRuntime:
     async def persist_traced(self, conn: asyncpg.Connection, decisions: list[Traced]) -> None:
         """Append several decisions' events at once (one lock, one look-up of known ids and of
         chain heads, one COPY), each row with its own trace, and queue what to publish."""
-        texts: dict[Any, str] = {}
+        texts: dict[uuid.UUID, str] = {}  # each appended event's logged text: its value
         fresh = await append_events(
             conn, [(e, t.trace_id) for t in decisions for e in t.decision.events],
             source=self.source, texts=texts)

@@ -23,7 +23,9 @@ def make_tracer_provider(service_name: str, exporter: str) -> TracerProvider:
     OTEL_TRACES_SAMPLER says otherwise): every span is then a non-recording one that still
     carries its trace id (the case log's `trace_id`, the `traceparent` of what we publish),
     without the attributes, events and timestamps a recorded span costs on every record.
-    Otherwise the SDK's sampler is the one OTEL_TRACES_SAMPLER names (default: all).
+    Otherwise the SDK's sampler is the one OTEL_TRACES_SAMPLER names (default: all). The
+    `traceparent` a service without an exporter publishes says "not sampled", which a service
+    downstream with the default parent-based sampler follows: export from all of them or none.
     """
     sampler = ALWAYS_OFF if exporter == "none" and not os.environ.get("OTEL_TRACES_SAMPLER") \
         else None

@@ -47,8 +47,9 @@ _NULL = b"\x00"
 def canonical_json(value: Any) -> str:
     """Version 1's serialisation (sorted keys, no spaces, UTF-8 kept as is).
 
-    Still used for the bytes the services publish (outbox, webhook sinks); the log's version 2
-    hashes RFC 8785 text instead (shared.caselog.jcs)."""
+    Still used for the messages the services publish outside the log (offers, notifications,
+    webhook sinks); case events are published as the log stores them, RFC 8785 text
+    (shared.caselog.jcs), which version 2 hashes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
