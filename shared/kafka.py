@@ -27,6 +27,7 @@ from faststream.security import (
     SASLScram512,
 )
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from shared.settings import Settings, get_settings
 
@@ -93,7 +94,11 @@ def make_broker(
 ) -> KafkaBroker:
     """The services' broker. Security from `settings` (default: the environment's)."""
     middlewares = []
-    if tracer_provider is not None:
+    # FastStream's telemetry middleware opens a span per batch, and before it reads each record's
+    # trace context (links) and baggage, even for spans that are never recorded: with no exporter
+    # (ALWAYS_OFF, shared/telemetry.py) it is left out. The runtime's own span per record carries
+    # each contact's trace id either way.
+    if tracer_provider is not None and tracer_provider.sampler is not ALWAYS_OFF:
         middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider))
     return KafkaBroker(
         # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" (the

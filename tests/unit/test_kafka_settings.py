@@ -95,3 +95,21 @@ def test_consume_attributes_follow_the_messaging_conventions() -> None:
         "messaging.destination.partition.id": "4", "messaging.kafka.offset": 17,
         "messaging.message.body.size": 2, "messaging.consumer.group.name": "switchboard-sla",
         "messaging.kafka.message.key": "case-1", "messaging.message.id": "id-1"}
+
+
+def test_telemetry_middleware_only_when_spans_are_recorded() -> None:
+    """With no exporter nothing samples: FastStream's per-batch telemetry (trace links and baggage
+    read from every record) is left out; with one, it is there."""
+    from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+
+    from shared.telemetry import make_tracer_provider
+
+    def telemetry(exporter: str) -> bool:
+        broker = make_broker("127.0.0.1:1", client_id="t",
+                             tracer_provider=make_tracer_provider("t", exporter),
+                             settings=Settings(kafka_security_protocol="PLAINTEXT"))
+        return any(isinstance(m, KafkaTelemetryMiddleware)
+                   for m in broker.config.broker_middlewares)
+
+    assert not telemetry("none")
+    assert telemetry("console")
