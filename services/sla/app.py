@@ -322,8 +322,10 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.gauges.append(clock_gauges(runtime))
     runtime.hooks = batch
     runtime.defer_appends = True  # the SLA core never reads the case log
+    # Up to 1,000 records a batch, as the router: most of cases.events is skipped by its type
+    # header, and each batch costs a transaction, its clock load and an offset commit.
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES,
                             dict.fromkeys(core.INPUT_TYPES, batch.handle),
-                            reject_unknown_types=False))
+                            reject_unknown_types=False, max_records=1000))
     runtime.background.append(timer_loop(pol, timer))
     return runtime
