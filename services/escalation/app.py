@@ -4,7 +4,7 @@ Handlers decide from the case's log *as of the event they handle* (the log up to
 an event handled late — after a redelivery, a restart, or another service's events overtaking it
 on the topic — decides what it would have decided on time. Most case events need no I/O at all:
 the core's screen (`could_open`, `could_change`) drops them from the payload alone; the rest
-take one probe, and only an event that can open an escalation reads the log.
+share one probe a batch (`Probes`), and only an event that can open an escalation reads the log.
 
 Three background loops, independent of each other, all state in PostgreSQL so a restart loads
 nothing: acknowledgement timers (claimed FOR UPDATE SKIP LOCKED, stamped with the true
@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.topics import AGENT_ACTIVITY, CASE_EVENTS
 from shared.events import NOTHING, CaseEvent, Decision
 from shared.outbox import enqueue, record_for_outbound
-from shared.runtime import Route, ServiceRuntime
+from shared.runtime import BatchHooks, Route, ServiceRuntime
 
 log = logging.getLogger(__name__)
 CASE_TYPES = ("sla.breached", "sla.warning", "sla.met", "case.classified", "case.assigned",
@@ -109,48 +109,139 @@ def _event_uuid(event_id: str) -> uuid.UUID | None:
 
 
 # --- handlers -------------------------------------------------------------------------------
-# One round trip for an event that can only acknowledge or resolve (and, for case.assigned,
-# open an authority escalation): its seq in the log, whether an escalation it could touch
-# exists, and the tier the case's latest classification before it needs.
-_PROBE = """
-WITH ev AS (SELECT seq FROM case_log WHERE event_id = $2 AND case_id = $1)
-SELECT (SELECT seq FROM ev) AS seq,
-       EXISTS (SELECT 1 FROM escalation e WHERE e.case_id = $1
-                  AND e.state = ANY($6::text[])
-                  AND ($3::text IS NULL OR e.reason = $3)
-                  AND ($4::text IS NULL OR e.escalation_id = $4)
-                  AND (e.opened_seq IS NULL OR NOT EXISTS (SELECT 1 FROM ev)
-                       OR e.opened_seq < (SELECT seq FROM ev))) AS touched,
-       CASE WHEN $5 THEN (
+# One look-up for an event that can only acknowledge or resolve (and, for case.assigned, open
+# an authority escalation): its seq in the log, whether an escalation it could touch exists,
+# and the tier the case's latest classification before it needs. Taken for a whole batch at
+# once (`Probes.begin`), one row per event in the order given.
+_PROBES = """
+SELECT ev.seq,
+       EXISTS (SELECT 1 FROM escalation e WHERE e.case_id = i.case_id
+                  AND e.state = ANY(string_to_array(i.states, ','))
+                  AND (i.reason IS NULL OR e.reason = i.reason)
+                  AND (i.escalation_id IS NULL OR e.escalation_id = i.escalation_id)
+                  AND (e.opened_seq IS NULL OR ev.seq IS NULL OR e.opened_seq < ev.seq))
+           AS touched,
+       CASE WHEN i.authority THEN (
            SELECT (l.payload->>'min_authority_tier')::int FROM case_log l
-            WHERE l.case_id = $1 AND l.type = 'case.classified'
-              AND l.seq < coalesce((SELECT seq FROM ev), 9223372036854775807)
+            WHERE l.case_id = i.case_id AND l.type = 'case.classified'
+              AND l.seq < coalesce(ev.seq, 9223372036854775807)
             ORDER BY l.seq DESC LIMIT 1) END AS needed
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::text[])
+     WITH ORDINALITY AS i(case_id, event_id, reason, escalation_id, authority, states, n)
+CROSS JOIN LATERAL (SELECT (SELECT seq FROM case_log WHERE event_id = i.event_id
+                               AND case_id = i.case_id) AS seq) AS ev
+ORDER BY i.n
 """
 
 
-def handlers(runtime: ServiceRuntime, policy: Policy) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ProbeOf:
+    """What the probe of one input asks."""
+
+    case_id: str
+    event_id: uuid.UUID | None
+    reason: str | None  # an sla.met resolves its metric's warning only
+    escalation_id: str | None  # an acknowledgement names its escalation
+    authority: bool  # a case.assigned that may open an authority escalation
+    states: tuple[str, ...]  # the states of the escalations it can change
+
+
+def probe_of(policy: Policy, env: Envelope, payload: Any) -> ProbeOf | None:
+    """The probe an input needs, or None when its payload alone decides (no I/O) or it can only
+    open (the log is read then)."""
+    if not core.could_change(policy, env.type):
+        return None
+    return ProbeOf(
+        payload.case_id, _event_uuid(env.id),
+        f"sla.warning:{payload.metric}" if env.type == "sla.met" else None,
+        payload.escalation_id if env.type == "agent.escalation_acknowledged" else None,
+        env.type == "case.assigned" and core.could_open(policy, env.type, payload),
+        core.TOUCHES[env.type])
+
+
+async def probe(conn: asyncpg.Connection, probes: list[ProbeOf]) -> list[asyncpg.Record]:
+    """Each probe's row (seq, touched, needed), in one round trip."""
+    if not probes:
+        return []
+    return list(await conn.fetch(
+        _PROBES, [p.case_id for p in probes], [p.event_id for p in probes],
+        [p.reason for p in probes], [p.escalation_id for p in probes],
+        [p.authority for p in probes], [",".join(p.states) for p in probes]))
+
+
+class Probes(BatchHooks):
+    """The probes of a batch's inputs, taken in one round trip before its first record.
+
+    A probe taken for the batch is used only while no earlier input of the same transaction
+    has changed that case's escalations (`changed`); after that the input probes on its own,
+    as it always did before the batch probe, and sees what the earlier input wrote.
+    Transactions run concurrently (case events and agent activity), so each connection has
+    its own: the batch's probes and the cases changed since. Kept for the last `KEEP`
+    transactions (a pool hands out a new connection object each time): one forgotten early only
+    costs its inputs a probe each.
+    """
+
+    KEEP = 64
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._open: OrderedDict[int, tuple[dict[str, asyncpg.Record], set[str]]] = OrderedDict()
+
+    def _keep(self, conn: asyncpg.Connection,
+              state: tuple[dict[str, asyncpg.Record], set[str]]) -> None:
+        self._open[id(conn)] = state
+        self._open.move_to_end(id(conn))
+        while len(self._open) > self.KEEP:
+            self._open.popitem(last=False)
+
+    async def begin(self, conn: asyncpg.Connection, items: list[tuple[Envelope, Any]]) -> None:
+        wanted = [(env.id, p) for env, payload in items
+                  if (p := probe_of(self.policy, env, payload)) is not None]
+        known: dict[str, asyncpg.Record] = {}
+        if len(wanted) > 1:  # a lone input probes at its turn, as it would here
+            rows = await probe(conn, [p for _, p in wanted])
+            known = {id_: row for (id_, _), row in zip(wanted, rows, strict=True)}
+        self._keep(conn, (known, set()))
+
+    async def of(self, conn: asyncpg.Connection, env: Envelope, asked: ProbeOf) -> asyncpg.Record:
+        known, changed = self._open.get(id(conn), ({}, set()))
+        row = None if asked.case_id in changed else known.get(env.id)
+        return row if row is not None else (await probe(conn, [asked]))[0]
+
+    def changing(self, conn: asyncpg.Connection, case_id: str) -> None:
+        """The input being handled may change this case's escalations: later inputs of the
+        transaction probe again."""
+        state = self._open.get(id(conn))
+        if state is None:
+            state = ({}, set())
+            self._keep(conn, state)
+        state[1].add(case_id)
+
+
+def handlers(runtime: ServiceRuntime, policy: Policy,
+             probes: Probes | None = None) -> dict[str, Any]:
+    """The handler of each input type. `probes`: the service's batch probes (its runtime
+    hooks); without them each input probes on its own."""
+    batch = probes if probes is not None else Probes(policy)
+
     async def handle(conn: asyncpg.Connection, env: Envelope, payload: Any,
                      now: datetime) -> Decision:
         opens = core.could_open(policy, env.type, payload)
-        changes = core.could_change(policy, env.type)
-        if not opens and not changes:
+        asked = probe_of(policy, env, payload)
+        if not opens and asked is None:
             return NOTHING  # decided from the payload: no I/O
-        if changes:
-            authority = env.type == "case.assigned" and opens
-            probe = await conn.fetchrow(
-                _PROBE, payload.case_id, _event_uuid(env.id),
-                f"sla.warning:{payload.metric}" if env.type == "sla.met" else None,
-                payload.escalation_id if env.type == "agent.escalation_acknowledged" else None,
-                authority, list(core.TOUCHES[env.type]))
-            needed = probe["needed"]
-            opens = authority and needed is not None and needed > payload.authority_tier
-            if not probe["touched"] and not opens:
+        if asked is not None:
+            found = await batch.of(conn, env, asked)
+            needed = found["needed"]
+            opens = asked.authority and needed is not None and needed > payload.authority_tier
+            if not found["touched"] and not opens:
                 return NOTHING
+            batch.changing(conn, payload.case_id)
             if not opens:  # acknowledgements or resolutions only: no need for the log
                 return await decide(conn, policy, env, payload, now,
-                                    at=core.AsOf.position(probe["seq"]))
-        return await decide(conn, policy, env, payload, now, changes)
+                                    at=core.AsOf.position(found["seq"]))
+        batch.changing(conn, payload.case_id)
+        return await decide(conn, policy, env, payload, now, asked is not None)
 
     return dict.fromkeys((*CASE_TYPES, *ACTIVITY_TYPES), handle)
 
@@ -556,11 +647,14 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     # nothing they read waits on the deferred rows. Each case's log lock is then held from
     # that one append to the commit, not from the record to the end of the batch.
     runtime.defer_appends = True
+    # Each batch's probes in one round trip before its records (Probes).
+    probes = Probes(policy)
+    runtime.hooks = probes
     # Up to 1,000 records a batch, as the router: most of cases.events is skipped by its type
     # header or screened from its payload, and each batch costs a transaction and an offset commit.
-    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, policy),
+    runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, policy, probes),
                             reject_unknown_types=False, max_records=1000))
-    activity = handlers(runtime, policy)
+    activity = handlers(runtime, policy, probes)
     runtime.subscribe(Route(AGENT_ACTIVITY, ag.AGENT_ACTIVITY_TYPES,
                             {t: activity[t] for t in ACTIVITY_TYPES},
                             reject_unknown_types=False))
