@@ -251,42 +251,51 @@ class IntakeHandler:
         opened = next((e.data for e in decision.events if e.type == "case.opened"), None)
         if opened is not None and opened.reference:  # type: ignore[attr-defined]
             keys.append(ring.stored(f"ref:{opened.reference}"))  # type: ignore[attr-defined]
-        await conn.executemany(
-            "INSERT INTO intake_thread (thread_key, case_id) VALUES ($1, $2)"
-            " ON CONFLICT (thread_key) DO NOTHING", [(k, case_id) for k in keys])
         customer = [*core.customer_keys(contact)]
         if thread.directory is not None:
             customer.insert(0, f"customer:{thread.directory.customer_id}")
-        # A person's contact that joined (core.may_join) is a participant from now on; automated
-        # mail, which joins whoever sent it, never is.
+        received = next((e.data for e in decision.events if e.type == "contact.received"), None)
+        session = _NO_SESSION  # the statement's chat session part, and its parameters
+        chat: tuple[Any, ...] = ()
+        if contact.may_join_burst:
+            plain = contact.lookup_keys[0]
+            if received is not None:  # a new contact of the session: it joins this one
+                session = _SESSION_CONTACT
+                chat = (ring.stored(plain), received.contact_id)  # type: ignore[attr-defined]
+            else:
+                session, chat = _SESSION_MESSAGE, (list(ring.forms(plain)),)
+        # One round trip: the thread keys, the case's participants and the chat session. The
+        # statements touch different tables, so seeing one snapshot changes nothing for them.
+        # A person's contact that joined (core.may_join) is a participant from now on;
+        # automated mail, which joins whoever sent it, never is.
         await conn.execute(
-            "INSERT INTO intake_case (case_id, customer_keys, subject_key, channel, opened_at,"
-            " last_contact_at) VALUES ($1, $2, $3, $4, $5, $5)"
+            "WITH thread AS (INSERT INTO intake_thread (thread_key, case_id)"
+            " SELECT k, $1 FROM unnest($2::text[]) AS k ON CONFLICT (thread_key) DO NOTHING)"
+            + session +
+            " INSERT INTO intake_case (case_id, customer_keys, subject_key, channel, opened_at,"
+            " last_contact_at) VALUES ($1, $3, $4, $5, $6, $6)"
             " ON CONFLICT (case_id) DO UPDATE SET last_contact_at ="
             " greatest(intake_case.last_contact_at, excluded.last_contact_at),"
-            " customer_keys = CASE WHEN $6 THEN ARRAY(SELECT k FROM"
+            " customer_keys = CASE WHEN $7 THEN ARRAY(SELECT k FROM"
             " unnest(intake_case.customer_keys || excluded.customer_keys) WITH ORDINALITY"
             " AS t(k, n) GROUP BY k ORDER BY min(n) LIMIT 64) ELSE intake_case.customer_keys END",
-            case_id, ring.stored_all(customer),
+            case_id, keys, ring.stored_all(customer),
             ring.stored(f"subject:{contact.subject_key}") if contact.subject_key else "",
-            contact.channel, contact.at, not contact.automated)
-        received = next((e.data for e in decision.events if e.type == "contact.received"), None)
-        if contact.may_join_burst:
-            session = contact.lookup_keys[0]
-            if received is not None:
-                await conn.execute(
-                    "INSERT INTO intake_chat_session (session_id, case_id, contact_id,"
-                    " contact_started_at, last_message_at) VALUES ($1, $2, $3, $4, $4)"
-                    " ON CONFLICT (session_id) DO UPDATE SET contact_id = excluded.contact_id,"
-                    " contact_started_at = excluded.contact_started_at,"
-                    " last_message_at = excluded.last_message_at, case_id = excluded.case_id",
-                    ring.stored(session), case_id,
-                    received.contact_id, contact.at)  # type: ignore[attr-defined]
-            else:
-                await conn.execute(
-                    "UPDATE intake_chat_session SET last_message_at ="
-                    " greatest(last_message_at, $2) WHERE session_id = ANY($1::text[])",
-                    list(ring.forms(session)), contact.at)
+            contact.channel, contact.at, not contact.automated, *chat)
+
+
+# The chat session part of `_remember`'s statement ($8 and on): none, a new contact of the
+# session (it becomes the session's contact), or another message of the session's contact.
+_NO_SESSION = ""
+_SESSION_CONTACT = (
+    ", session AS (INSERT INTO intake_chat_session (session_id, case_id, contact_id,"
+    " contact_started_at, last_message_at) VALUES ($8, $1, $9, $6, $6)"
+    " ON CONFLICT (session_id) DO UPDATE SET contact_id = excluded.contact_id,"
+    " contact_started_at = excluded.contact_started_at,"
+    " last_message_at = excluded.last_message_at, case_id = excluded.case_id)")
+_SESSION_MESSAGE = (
+    ", session AS (UPDATE intake_chat_session SET last_message_at ="
+    " greatest(last_message_at, $6) WHERE session_id = ANY($8::text[]))")
 
 
 async def _processed_before_upgrade(conn: asyncpg.Connection, envelope: Envelope) -> bool:
