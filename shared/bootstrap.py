@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 
@@ -28,4 +29,24 @@ def run_service(name: str, wire: Callable[[ServiceRuntime], ServiceRuntime]) -> 
     # a broker restart makes aiokafka log every failed attempt: one line per kind per 10 s
     for handler in logging.getLogger().handlers:
         handler.addFilter(RateLimitFilter(every_seconds=10.0))
-    asyncio.run(build_runtime(name, wire).app().run())
+    runtime = build_runtime(name, wire)
+    quiet_collector()
+    asyncio.run(runtime.app().run())
+
+
+# Objects allocated since the last young collection before the collector runs again (Python's
+# default: 700). A service allocates thousands of short-lived objects per batch (records,
+# models, events), nearly all freed by reference counting before a collection would see them.
+YOUNG_THRESHOLD = 10_000
+
+
+def quiet_collector() -> None:
+    """Keep Python's cycle collector off what lives as long as the process: everything built at
+    start (modules, contracts, policies, the router's classifier) is frozen out of the
+    collector's generations, so full collections no longer walk it; and young collections run
+    less often. perf under saturation put the collector at 8-9 % of the router's, SLA's and
+    escalation's CPU with the defaults."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
