@@ -195,12 +195,18 @@ class IntakeHandler:
         """The case a contact joins (first rule that finds one it may join, see
         `core.may_join`), or none, with the case it named but may not join."""
         ring = self.ring
-        directory = await _directory(conn, contact)
+        extra = released.related_keys if released is not None else ()
+        # The first lookup is always the contact's own thread keys: its rows come in the same
+        # round trip as the directory entry and the message's dedup key (`_first_look`).
+        lookups = core.thread_lookups(contact, self.thread_rules, True)
+        first = lookups[0]
+        dedup = (contact.dedup_key,) if contact.dedup_key else ()
+        directory, filed = await _first_look(conn, ring, contact, (*dedup, *first.keys), extra)
         keys = core.customer_keys(contact)
         if directory is not None:
             keys = (f"customer:{directory.customer_id}", *keys)
-        if contact.dedup_key:
-            seen = await _cases(conn, ring, (contact.dedup_key,))
+        if dedup:
+            seen = await _filed(conn, ring, filed, dedup)
             if seen:
                 return core.Thread(case_id=seen[0], duplicate=True)
         sender = ring.forms_all(list(keys))
@@ -220,11 +226,13 @@ class IntakeHandler:
                 related = related or case_id
             return False
 
-        extra = released.related_keys if released is not None else ()
         for step in core.thread_lookups(contact, self.thread_rules, bool(keys)):
             if step.open_case:
                 subjects = tuple(f for k in step.keys for f in ring.forms(k)) or None
                 found = await _open_cases(conn, sender, subjects, step.since, self._solved)
+            elif step == first:  # already read with the directory
+                found = await _filed(conn, ring, filed, step.keys,
+                                     extra if step.how == "thread" else ())
             else:
                 found = await _cases(conn, ring, step.keys, extra if step.how == "thread" else ())
             if await consider(step, found):
@@ -232,12 +240,11 @@ class IntakeHandler:
         if chosen is None:
             return core.Thread(directory=directory, related_case_id=related)
         case_id = chosen.case_id
-        burst = None
-        if contact.may_join_burst:
-            burst = await _burst_contact(conn, ring, contact, case_id,
-                                         self.settings.intake_chat_burst_seconds)
-        return core.Thread(case_id=case_id, how=chosen.how,
-                           solved=await self._solved(conn, case_id),
+        solved, burst = await _joined(conn, ring, contact, case_id,
+                                      self.settings.intake_chat_burst_seconds)
+        if case_id in self._reopened.get(id(conn), ()):
+            solved = False  # reopened by an earlier record of this transaction
+        return core.Thread(case_id=case_id, how=chosen.how, solved=solved,
                            burst_contact_id=burst, directory=directory)
 
     async def _remember(self, conn: asyncpg.Connection, contact: core.IncomingContact,
@@ -314,11 +321,19 @@ async def _cases(conn: asyncpg.Connection, ring: Keyring, plain: tuple[str, ...]
     order, each once. A key found only under a previous key is filed under the current one too."""
     if not plain and not stored:
         return []
-    forms = {f: (k, i) for k in plain for i, f in enumerate(ring.forms(k))}
     rows = await conn.fetch(
         "SELECT thread_key, case_id FROM intake_thread WHERE thread_key = ANY($1::text[])",
-        [*forms, *stored])
-    by_key = {r["thread_key"]: str(r["case_id"]) for r in rows}
+        [*ring.forms_all(list(plain)), *stored])
+    return await _filed(conn, ring, {r["thread_key"]: str(r["case_id"]) for r in rows}, plain,
+                        stored)
+
+
+async def _filed(conn: asyncpg.Connection, ring: Keyring, by_key: dict[str, str],
+                 plain: tuple[str, ...], stored: tuple[str, ...] = ()) -> list[str]:
+    """`_cases` from thread rows already read (`by_key`: keyed form → case; it may hold other
+    keys' rows too): what they file these keys under, and the current form written for a key
+    found only under a previous one."""
+    forms = {f: (k, i) for k in plain for i, f in enumerate(ring.forms(k))}
     stale = [(ring.stored(forms[f][0]), c) for f, c in by_key.items()
              if f in forms and forms[f][1] > 0]
     if stale:
@@ -328,6 +343,24 @@ async def _cases(conn: asyncpg.Connection, ring: Keyring, plain: tuple[str, ...]
     ordered = [by_key[f] for k in plain for f in ring.forms(k) if f in by_key]
     ordered += [by_key[f] for f in stored if f in by_key]
     return list(dict.fromkeys(ordered))
+
+
+async def _first_look(conn: asyncpg.Connection, ring: Keyring, contact: core.IncomingContact,
+                      plain: tuple[str, ...], stored: tuple[str, ...]
+                      ) -> tuple[DirectoryEntry | None, dict[str, str]]:
+    """In one round trip: the contact's directory entry (`_DIRECTORY`) and the thread rows of
+    these keys (every keyed form) and of the already keyed `stored` ones, keyed form → case."""
+    email, phone = contact.customer.email, contact.customer.phone
+    row = await conn.fetchrow(
+        "SELECT d.customer_id, d.names, d.emails, d.phones, d.tier, d.verified,"
+        " ARRAY(SELECT t.thread_key FROM intake_thread t"
+        " WHERE t.thread_key = ANY($3::text[]) ORDER BY t.thread_key) AS thread_keys,"
+        " ARRAY(SELECT t.case_id FROM intake_thread t"
+        " WHERE t.thread_key = ANY($3::text[]) ORDER BY t.thread_key) AS thread_cases"
+        " FROM (SELECT 1) AS one LEFT JOIN LATERAL (" + _DIRECTORY + ") AS d ON true",
+        email, phone, [*ring.forms_all(list(plain)), *stored])
+    directory = None if row["customer_id"] is None else _entry(row)
+    return directory, dict(zip(row["thread_keys"], map(str, row["thread_cases"]), strict=True))
 
 
 async def _participants(conn: asyncpg.Connection, case_ids: list[str],
@@ -361,33 +394,40 @@ async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
     return []
 
 
-async def _burst_contact(conn: asyncpg.Connection, ring: Keyring, contact: core.IncomingContact,
-                         case_id: str, burst_seconds: float) -> str | None:
-    """The session's contact this message joins: close to the last one, no agent reply since."""
+async def _joined(conn: asyncpg.Connection, ring: Keyring, contact: core.IncomingContact,
+                  case_id: str, burst_seconds: float) -> tuple[bool, str | None]:
+    """In one round trip, of the case a contact joins: whether its log says it is solved (a
+    `case.solved` after its last `case.reopened`), and for a chat message the session's contact
+    it joins: close to the last one, no agent reply since (None otherwise)."""
+    sessions = list(ring.forms(contact.lookup_keys[0])) if contact.may_join_burst else []
     row = await conn.fetchrow(
-        "SELECT contact_id, contact_started_at, last_message_at FROM intake_chat_session"
-        " WHERE session_id = ANY($1::text[]) AND case_id = $2"
-        " ORDER BY last_message_at DESC LIMIT 1", list(ring.forms(contact.lookup_keys[0])),
-        case_id)
-    if row is None or contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
-        return None
-    replied = await caselog.recorded_since(conn, case_id, "reply.sent", row["contact_started_at"])
-    return None if replied else str(row["contact_id"])
+        "SELECT (SELECT type FROM case_log WHERE case_id = $1"
+        " AND type IN ('case.solved', 'case.reopened') ORDER BY seq DESC LIMIT 1) AS latest,"
+        " s.contact_id, s.last_message_at, s.contact_id IS NOT NULL AND EXISTS (SELECT 1"
+        " FROM case_log WHERE case_id = $1 AND type = 'reply.sent'"
+        " AND time >= s.contact_started_at) AS replied"
+        " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT contact_id, contact_started_at,"
+        " last_message_at FROM intake_chat_session WHERE session_id = ANY($2::text[])"
+        " AND case_id = $1 ORDER BY last_message_at DESC LIMIT 1) AS s ON true",
+        case_id, sessions)
+    solved = row["latest"] == "case.solved"
+    if row["contact_id"] is None or row["replied"] or \
+            contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
+        return solved, None
+    return solved, str(row["contact_id"])
 
 
-async def _directory(conn: asyncpg.Connection,
-                     contact: core.IncomingContact) -> DirectoryEntry | None:
-    email, phone = contact.customer.email, contact.customer.phone
-    if not email and not phone:
-        return None
-    row = await conn.fetchrow(
-        "SELECT customer_id, names, emails, phones, tier, verified FROM intake_customer"
-        # `@>` (not `= ANY`) so the GIN indexes on the arrays are used
-        " WHERE ($1::text IS NOT NULL AND emails @> ARRAY[$1::text])"
-        " OR ($2::text IS NOT NULL AND phones @> ARRAY[$2::text]) ORDER BY customer_id LIMIT 1",
-        email, phone)
-    if row is None:
-        return None
+# The customer's directory entry by e-mail address or phone number ($1, $2; none without).
+_DIRECTORY = (
+    "SELECT customer_id, names, emails, phones, tier, verified FROM intake_customer"
+    # `@>` (not `= ANY`) so the GIN indexes on the arrays are used; a contact with neither
+    # looks nothing up (a filter on the parameters alone, checked once)
+    " WHERE ($1::text IS NOT NULL OR $2::text IS NOT NULL)"
+    " AND (($1::text IS NOT NULL AND emails @> ARRAY[$1::text])"
+    " OR ($2::text IS NOT NULL AND phones @> ARRAY[$2::text])) ORDER BY customer_id LIMIT 1")
+
+
+def _entry(row: asyncpg.Record) -> DirectoryEntry:
     return DirectoryEntry(row["customer_id"], tuple(row["names"]), tuple(row["emails"]),
                           tuple(row["phones"]), row["tier"], row["verified"])
 

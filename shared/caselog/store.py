@@ -169,15 +169,6 @@ async def latest_of(conn: asyncpg.Connection, case_id: str, types: Sequence[str]
     return None if last is None else str(last)
 
 
-async def recorded_since(conn: asyncpg.Connection, case_id: str, type_: str,
-                         since: datetime) -> bool:
-    """Whether the case's log has an event of this type that happened at `since` or later (by
-    the event's own time): e.g. an agent's reply since a chat contact began."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM case_log WHERE case_id = $1 AND type = $2 AND time >= $3)",
-        case_id, type_, since))
-
-
 async def read_cases(
     conn: asyncpg.Connection, *, batch: int = 2_000
 ) -> AsyncGenerator[list[LogRow], None]:

@@ -73,6 +73,11 @@ class FakeConn:
         return []
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        if "AS thread_keys" in sql:  # the first look: no directory entry, no thread rows
+            return {"customer_id": None, "thread_keys": [], "thread_cases": []}
+        if "AS latest" in sql:  # the case joined: never solved, no chat session
+            return {"latest": None, "contact_id": None, "last_message_at": None,
+                    "replied": False}
         return None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
