@@ -188,8 +188,9 @@ async def reset_statements(superuser_url: str) -> bool:
         await conn.close()
 
 
-async def top_statements(superuser_url: str, limit: int = 20) -> list[str]:
-    """The statements that took the most execution time since the reset, one line each."""
+async def top_statements(superuser_url: str, limit: int = 500) -> list[str]:
+    """The statements since the reset, most execution time first, one line each: all of them
+    (up to `limit`), so the file also counts the round trips a contact costs (calls)."""
     conn = await asyncpg.connect(superuser_url)
     try:
         rows = await conn.fetch(STATEMENTS_SQL, limit)
