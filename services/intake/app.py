@@ -394,22 +394,24 @@ async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
     return []
 
 
+# `_joined`'s one round trip: the case's log (through shared/caselog's SQL) and the session.
+_JOINED = (
+    f"SELECT {caselog.latest_of_sql('$1', '$3::text[]')} AS latest, s.contact_id,"
+    " s.last_message_at, s.contact_id IS NOT NULL AND"
+    f" {caselog.recorded_since_sql('$1', '$4::text', 's.contact_started_at')} AS replied"
+    " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT contact_id, contact_started_at,"
+    " last_message_at FROM intake_chat_session WHERE session_id = ANY($2::text[])"
+    " AND case_id = $1 ORDER BY last_message_at DESC LIMIT 1) AS s ON true")
+
+
 async def _joined(conn: asyncpg.Connection, ring: Keyring, contact: core.IncomingContact,
                   case_id: str, burst_seconds: float) -> tuple[bool, str | None]:
     """In one round trip, of the case a contact joins: whether its log says it is solved (a
     `case.solved` after its last `case.reopened`), and for a chat message the session's contact
     it joins: close to the last one, no agent reply since (None otherwise)."""
     sessions = list(ring.forms(contact.lookup_keys[0])) if contact.may_join_burst else []
-    row = await conn.fetchrow(
-        "SELECT (SELECT type FROM case_log WHERE case_id = $1"
-        " AND type IN ('case.solved', 'case.reopened') ORDER BY seq DESC LIMIT 1) AS latest,"
-        " s.contact_id, s.last_message_at, s.contact_id IS NOT NULL AND EXISTS (SELECT 1"
-        " FROM case_log WHERE case_id = $1 AND type = 'reply.sent'"
-        " AND time >= s.contact_started_at) AS replied"
-        " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT contact_id, contact_started_at,"
-        " last_message_at FROM intake_chat_session WHERE session_id = ANY($2::text[])"
-        " AND case_id = $1 ORDER BY last_message_at DESC LIMIT 1) AS s ON true",
-        case_id, sessions)
+    row = await conn.fetchrow(_JOINED, case_id, sessions, ["case.solved", "case.reopened"],
+                              "reply.sent")
     solved = row["latest"] == "case.solved"
     if row["contact_id"] is None or row["replied"] or \
             contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):

@@ -160,12 +160,26 @@ async def read_case(conn: asyncpg.Connection, case_id: str) -> list[LogRow]:
     return [LogRow(**dict(r)) for r in rows]
 
 
+def latest_of_sql(case_id: str, types: str) -> str:
+    """`latest_of` as a scalar subquery, for a service that reads it in the same round trip as
+    its own tables; `case_id` and `types` are SQL expressions (parameters: text, text[])."""
+    return (f"(SELECT type FROM case_log WHERE case_id = {case_id} AND type = ANY({types})"
+            " ORDER BY seq DESC LIMIT 1)")
+
+
+def recorded_since_sql(case_id: str, type_: str, since: str) -> str:
+    """Whether the case's log has an event of this type that happened at `since` or later (by
+    the event's own time), as a boolean SQL expression (`case_id`, `type_`, `since`: SQL
+    expressions): e.g. an agent's reply since a chat contact began."""
+    return (f"EXISTS (SELECT 1 FROM case_log WHERE case_id = {case_id} AND type = {type_}"
+            f" AND time >= {since})")
+
+
 async def latest_of(conn: asyncpg.Connection, case_id: str, types: Sequence[str]) -> str | None:
     """Which of these event types the case's log recorded last, or None if none of them: e.g.
     whether a case is solved now (`case.solved` after the last `case.reopened`)."""
-    last = await conn.fetchval(
-        "SELECT type FROM case_log WHERE case_id = $1 AND type = ANY($2::text[])"
-        " ORDER BY seq DESC LIMIT 1", case_id, list(types))
+    last = await conn.fetchval(f"SELECT {latest_of_sql('$1', '$2::text[]')}", case_id,
+                               list(types))
     return None if last is None else str(last)
 
 
