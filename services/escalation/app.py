@@ -41,7 +41,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.topics import AGENT_ACTIVITY, CASE_EVENTS
 from shared.events import NOTHING, CaseEvent, Decision
 from shared.outbox import enqueue, record_for_outbound
-from shared.runtime import BatchHooks, Route, ServiceRuntime
+from shared.runtime import SKIMMED_BATCH, BatchHooks, Route, ServiceRuntime
 
 log = logging.getLogger(__name__)
 CASE_TYPES = ("sla.breached", "sla.warning", "sla.met", "case.classified", "case.assigned",
@@ -230,17 +230,16 @@ def handlers(runtime: ServiceRuntime, policy: Policy,
         asked = probe_of(policy, env, payload)
         if not opens and asked is None:
             return NOTHING  # decided from the payload: no I/O
-        if asked is not None:
-            found = await batch.of(conn, env, asked)
+        found = None if asked is None else await batch.of(conn, env, asked)
+        if asked is not None and found is not None:
             needed = found["needed"]
             opens = asked.authority and needed is not None and needed > payload.authority_tier
             if not found["touched"] and not opens:
                 return NOTHING
-            batch.changing(conn, payload.case_id)
-            if not opens:  # acknowledgements or resolutions only: no need for the log
-                return await decide(conn, policy, env, payload, now,
-                                    at=core.AsOf.position(found["seq"]))
         batch.changing(conn, payload.case_id)
+        if found is not None and not opens:  # acknowledgements or resolutions: no log to read
+            return await decide(conn, policy, env, payload, now,
+                                at=core.AsOf.position(found["seq"]))
         return await decide(conn, policy, env, payload, now, asked is not None)
 
     return dict.fromkeys((*CASE_TYPES, *ACTIVITY_TYPES), handle)
@@ -650,10 +649,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     # Each batch's probes in one round trip before its records (Probes).
     probes = Probes(policy)
     runtime.hooks = probes
-    # Up to 1,000 records a batch, as the router: most of cases.events is skipped by its type
-    # header or screened from its payload, and each batch costs a transaction and an offset commit.
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, handlers(runtime, policy, probes),
-                            reject_unknown_types=False, max_records=1000))
+                            reject_unknown_types=False, max_records=SKIMMED_BATCH))
     activity = handlers(runtime, policy, probes)
     runtime.subscribe(Route(AGENT_ACTIVITY, ag.AGENT_ACTIVITY_TYPES,
                             {t: activity[t] for t in ACTIVITY_TYPES},

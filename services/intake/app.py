@@ -120,9 +120,12 @@ class IntakeHandler:
         return decision
 
     async def _solved(self, conn: asyncpg.Connection, case_id: str) -> bool:
-        if case_id in self._reopened.get(id(conn), ()):
-            return False
-        return await _solved(conn, case_id)
+        return not self._reopened_here(conn, case_id) and await _solved(conn, case_id)
+
+    def _reopened_here(self, conn: asyncpg.Connection, case_id: str) -> bool:
+        """Reopened by an earlier record of this transaction: its `case.reopened` is appended
+        with the batch's other events at the end, so the log cannot say so yet."""
+        return case_id in self._reopened.get(id(conn), ())
 
     def _maybe_legacy(self, envelope: Envelope) -> bool:
         """Whether the record may have been processed before ids derived from (source, id): a
@@ -242,9 +245,8 @@ class IntakeHandler:
         case_id = chosen.case_id
         solved, burst = await _joined(conn, ring, contact, case_id,
                                       self.settings.intake_chat_burst_seconds)
-        if case_id in self._reopened.get(id(conn), ()):
-            solved = False  # reopened by an earlier record of this transaction
-        return core.Thread(case_id=case_id, how=chosen.how, solved=solved,
+        return core.Thread(case_id=case_id, how=chosen.how,
+                           solved=solved and not self._reopened_here(conn, case_id),
                            burst_contact_id=burst, directory=directory)
 
     async def _remember(self, conn: asyncpg.Connection, contact: core.IncomingContact,
@@ -353,14 +355,16 @@ async def _first_look(conn: asyncpg.Connection, ring: Keyring, contact: core.Inc
     email, phone = contact.customer.email, contact.customer.phone
     row = await conn.fetchrow(
         "SELECT d.customer_id, d.names, d.emails, d.phones, d.tier, d.verified,"
-        " ARRAY(SELECT t.thread_key FROM intake_thread t"
-        " WHERE t.thread_key = ANY($3::text[]) ORDER BY t.thread_key) AS thread_keys,"
-        " ARRAY(SELECT t.case_id FROM intake_thread t"
-        " WHERE t.thread_key = ANY($3::text[]) ORDER BY t.thread_key) AS thread_cases"
-        " FROM (SELECT 1) AS one LEFT JOIN LATERAL (" + _DIRECTORY + ") AS d ON true",
+        " t.thread_keys, t.thread_cases"
+        " FROM (SELECT 1) AS one LEFT JOIN LATERAL (" + _DIRECTORY + ") AS d ON true"
+        # one pass over the rows: both aggregates see them in the same order
+        " CROSS JOIN LATERAL (SELECT array_agg(thread_key) AS thread_keys,"
+        " array_agg(case_id) AS thread_cases FROM intake_thread"
+        " WHERE thread_key = ANY($3::text[])) AS t",
         email, phone, [*ring.forms_all(list(plain)), *stored])
     directory = None if row["customer_id"] is None else _entry(row)
-    return directory, dict(zip(row["thread_keys"], map(str, row["thread_cases"]), strict=True))
+    return directory, dict(zip(row["thread_keys"] or (), map(str, row["thread_cases"] or ()),
+                               strict=True))
 
 
 async def _participants(conn: asyncpg.Connection, case_ids: list[str],
@@ -374,8 +378,11 @@ async def _participants(conn: asyncpg.Connection, case_ids: list[str],
     return {str(r["case_id"]) for r in rows}
 
 
+_SOLVED_OR_REOPENED = ["case.solved", "case.reopened"]  # the last of them says if it is solved
+
+
 async def _solved(conn: asyncpg.Connection, case_id: str) -> bool:
-    return await caselog.latest_of(conn, case_id, ("case.solved", "case.reopened")) == "case.solved"
+    return await caselog.latest_of(conn, case_id, _SOLVED_OR_REOPENED) == "case.solved"
 
 
 async def _open_cases(conn: asyncpg.Connection, customer_keys: list[str],
@@ -410,8 +417,7 @@ async def _joined(conn: asyncpg.Connection, ring: Keyring, contact: core.Incomin
     `case.solved` after its last `case.reopened`), and for a chat message the session's contact
     it joins: close to the last one, no agent reply since (None otherwise)."""
     sessions = list(ring.forms(contact.lookup_keys[0])) if contact.may_join_burst else []
-    row = await conn.fetchrow(_JOINED, case_id, sessions, ["case.solved", "case.reopened"],
-                              "reply.sent")
+    row = await conn.fetchrow(_JOINED, case_id, sessions, _SOLVED_OR_REOPENED, "reply.sent")
     solved = row["latest"] == "case.solved"
     if row["contact_id"] is None or row["replied"] or \
             contact.at - row["last_message_at"] > timedelta(seconds=burst_seconds):
