@@ -39,7 +39,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.topics import AGENT_ACTIVITY, AGENTS, CASE_EVENTS
 from shared.events import Decision
 from shared.failures import safe_reason
-from shared.runtime import BatchHooks, Route, ServiceRuntime
+from shared.runtime import SKIMMED_BATCH, BatchHooks, Route, ServiceRuntime
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 7_007_005
@@ -266,7 +266,7 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES, {
         "contact.received": h(decide.on_contact), "contact.text_added": h(decide.on_text_added),
         "case.escalated": h(decide.on_escalated)},
-        reject_unknown_types=False, max_records=1000))
+        reject_unknown_types=False, max_records=SKIMMED_BATCH))
     runtime.subscribe(Route(AGENTS, ag.AGENT_TOPIC_TYPES,
                             {"agent.profile_changed": h(decide.on_profile)}))
     runtime.subscribe(Route(AGENT_ACTIVITY, ag.AGENT_ACTIVITY_TYPES, {

@@ -29,7 +29,7 @@ from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import CASE_EVENTS
 from shared.events import NOTHING, Decision
-from shared.runtime import BatchHooks, Route, ServiceRuntime
+from shared.runtime import SKIMMED_BATCH, BatchHooks, Route, ServiceRuntime
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -322,10 +322,8 @@ def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     runtime.gauges.append(clock_gauges(runtime))
     runtime.hooks = batch
     runtime.defer_appends = True  # the SLA core never reads the case log
-    # Up to 1,000 records a batch, as the router: most of cases.events is skipped by its type
-    # header, and each batch costs a transaction, its clock load and an offset commit.
     runtime.subscribe(Route(CASE_EVENTS, ce.CASE_EVENT_TYPES,
                             dict.fromkeys(core.INPUT_TYPES, batch.handle),
-                            reject_unknown_types=False, max_records=1000))
+                            reject_unknown_types=False, max_records=SKIMMED_BATCH))
     runtime.background.append(timer_loop(pol, timer))
     return runtime
