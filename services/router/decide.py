@@ -142,28 +142,31 @@ def shortlist(free: list[routing.Agent], req: routing.Requirements, case: routin
 
     The free index already holds presence, room on the channel, the skill and the language;
     what is left of `routing.exclusion` is checked here on each free agent, cheaply: ranking and
-    explaining hundreds of free agents per decision cost more than the rest of the router."""
+    explaining hundreds of free agents per decision cost more than the rest of the router.
+    `free` may come in any order: the ranking ends with the agent id."""
     counts: dict[str, int] = {}
-    eligible: list[routing.Agent] = []
+    eligible: list[tuple[bool, int, datetime, str, routing.Agent]] = []
     skill, wanted = req.skill, max(1, req.min_proficiency)
+    excluded, preferred, min_tier = case.excluded, req.preferred_skills, req.min_tier
+    previous = case.previous_agent
     for agent in free:
+        agent_id = agent.profile.agent_id
         levels = agent.levels
-        why = ("declined or missed this case" if agent.agent_id in case.excluded
-               else f"{skill} proficiency below {wanted}" if levels.get(skill, 0) < wanted
-               else "lacks a preferred skill" if any(p not in levels
-                                                    for p in req.preferred_skills)
-               else f"authority tier below {req.min_tier}"
-               if agent.profile.authority_tier < req.min_tier else None)
-        if why is None:
-            eligible.append(agent)
+        level = levels.get(skill, 0)
+        why = ("declined or missed this case" if agent_id in excluded
+               else f"{skill} proficiency below {wanted}" if level < wanted
+               else "lacks a preferred skill" if any(p not in levels for p in preferred)
+               else f"authority tier below {min_tier}"
+               if agent.profile.authority_tier < min_tier else None)
+        if why is None:  # ranked as `routing.route` ranks: previous agent, proficiency, idle, id
+            eligible.append((agent_id != previous, -level, agent.idle_since, agent_id, agent))
         else:
             counts[why] = counts.get(why, 0) + 1
-    previous = case.previous_agent
-    top = heapq.nsmallest(routing.MAX_LISTED_CANDIDATES, eligible, key=lambda a: (
-        a.agent_id != previous, -a.levels.get(skill, 0), a.idle_since, a.agent_id))
+    # The key is unique (it ends with the id), so the agent itself is never compared.
+    top = [ranked[-1] for ranked in heapq.nsmallest(routing.MAX_LISTED_CANDIDATES, eligible)]
     if len(eligible) > len(top):
         counts["eligible, ranked below the candidates listed"] = len(eligible) - len(top)
-    return top, counts
+    return top, dict(sorted(counts.items()))  # the same account whatever order `free` came in
 
 
 def _not_listed(floor: Floor, looked_at: int) -> dict[str, int]:

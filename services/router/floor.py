@@ -158,7 +158,10 @@ class Floor:
                       key=lambda o: o.offer_id)
 
     def free_agents(self, skill: str, language: str, channel: str) -> list[routing.Agent]:
-        return [self.agents[a] for a in sorted(self._free.get((skill, language, channel), ()))]
+        """In no particular order: `decide.shortlist` ranks them (sorting every free agent for
+        each decision was ~2 % of the router's time at a steady 50 contacts/s)."""
+        agents = self.agents
+        return [agents[a] for a in self._free.get((skill, language, channel), ())]
 
     def skilled_agents(self, skill: str, limit: int) -> list[routing.Agent]:
         """The first `limit` agents (by id) with the skill, whatever their presence or load."""

@@ -331,12 +331,13 @@ class StatisticalClassifier:
 
     def _features(self, grams: list[str], index: dict[str, int], idf: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-        counts = Counter(g for g in grams if g in index)
-        if not counts:
+        # Counted all at once (Counter counts a list in C), then looked up once per distinct
+        # gram: filtering each gram through a generator first was most of `predict`.
+        found = [(index[g], n) for g, n in Counter(grams).items() if g in index]
+        if not found:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        ids = np.fromiter((index[g] for g in counts), dtype=np.int64, count=len(counts))
-        tf = np.fromiter((1.0 + math.log(n) for n in counts.values()), dtype=np.float64,
-                         count=len(counts))
+        ids = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))
+        tf = 1.0 + np.log(np.fromiter((n for _, n in found), dtype=np.float64, count=len(found)))
         values = tf * idf[ids]
         return ids, values / np.linalg.norm(values)
 
