@@ -58,20 +58,8 @@ async def append_events(
         " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n",
         case_ids,
     )
-    known = {
-        row["event_id"]
-        for row in await conn.fetch(
-            # One index probe per id, whatever the planner thinks of the array: as
-            # `event_id = ANY($1)` it chose sequential scans of the whole log for a batch's
-            # ids on a young log (4,636 of 8,406 look-ups in a bench run, 40 % of PostgreSQL's
-            # time, the longer the log the slower).
-            "SELECT u.id AS event_id FROM unnest($1::uuid[]) AS u(id) CROSS JOIN LATERAL"
-            " (SELECT 1 FROM case_log WHERE event_id = u.id LIMIT 1) AS hit",
-            [e.event_id for e in events],
-        )
-    }
+    known, heads = await _known_and_heads(conn, [e.event_id for e in events], case_ids)
     fresh = _first_of_each(e for e in events if e.event_id not in known)
-    heads = await _heads(conn, case_ids)
     # The writer stamps recorded_at (one instant per batch), so the hash covers it.
     recorded_at = datetime.now(UTC)
     recorded_field, source_field, key_field = field(utc_text(recorded_at)), field(source), \
@@ -123,15 +111,29 @@ def _first_of_each(events: Any) -> list[CaseEvent]:
     return out
 
 
-async def _heads(conn: asyncpg.Connection, case_ids: list[str]) -> dict[str, tuple[int, str]]:
-    """The last (seq, hash) of each case that has rows."""
+async def _known_and_heads(conn: asyncpg.Connection, event_ids: list[uuid.UUID],
+                           case_ids: list[str]
+                           ) -> tuple[set[uuid.UUID], dict[str, tuple[int, str]]]:
+    """Which of these events the log already holds, and the last (seq, hash) of each case that
+    has rows: one round trip, after the locks (a read in the statement that takes them could
+    see a head from before the lock was granted)."""
     rows = await conn.fetch(
-        # One backward index probe per case, however long its history.
-        "SELECT c AS case_id, h.seq, h.hash FROM unnest($1::text[]) AS c CROSS JOIN LATERAL"
+        # One index probe per id, whatever the planner thinks of the array: as
+        # `event_id = ANY($1)` it chose sequential scans of the whole log for a batch's ids on
+        # a young log (4,636 of 8,406 look-ups in a bench run, 40 % of PostgreSQL's time, the
+        # longer the log the slower). One backward index probe per case, however long its
+        # history.
+        "SELECT u.id AS event_id, NULL::text AS case_id, NULL::bigint AS seq, NULL::text AS hash"
+        " FROM unnest($1::uuid[]) AS u(id) CROSS JOIN LATERAL"
+        " (SELECT 1 FROM case_log WHERE event_id = u.id LIMIT 1) AS hit"
+        " UNION ALL"
+        " SELECT NULL, c, h.seq, h.hash FROM unnest($2::text[]) AS c CROSS JOIN LATERAL"
         " (SELECT seq, hash FROM case_log WHERE case_id = c ORDER BY seq DESC LIMIT 1) AS h",
-        case_ids,
+        event_ids, case_ids,
     )
-    return {r["case_id"]: (r["seq"], r["hash"]) for r in rows}
+    known = {r["event_id"] for r in rows if r["event_id"] is not None}
+    heads = {r["case_id"]: (r["seq"], r["hash"]) for r in rows if r["case_id"] is not None}
+    return known, heads
 
 
 @dataclass(frozen=True, kw_only=True)
