@@ -61,6 +61,11 @@ JVM_OPTS = (
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent",
+    # C1 only: the optimising C2 compiler was half of this broker's CPU for the first minutes
+    # of a run (perf at a steady 25 contacts/s: 48 % of the JVM's samples in its compiler
+    # threads), on a machine whose two cores the services need; at the rates a local broker
+    # sees, C1's code is fast enough (docs/benchmarks.md).
+    "-XX:TieredStopAtLevel=1",
     "-Djava.awt.headless=true",
 )
 # Several nodes on one small machine: each gets less.
