@@ -116,6 +116,7 @@ bench: infra-up
 	$(PY) benchmarks/redaction.py
 	$(PY) benchmarks/escalation_inputs.py
 	$(PY) benchmarks/console.py
+	$(PY) benchmarks/round_trip.py
 
 # Intake's fuzzer at 10x the cases of `make test` (docs/intake.md, "Limits and bad input").
 FUZZ_RANDOM ?= 1
