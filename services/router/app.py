@@ -65,8 +65,7 @@ class RouterApp(BatchHooks):
         await prefetch(conn, self.floor, case_ids, keys, since)
 
     async def before_commit(self, conn: asyncpg.Connection) -> None:
-        await self.fence(conn)
-        await save(conn, self._pending, self.runtime.clock.now())
+        self.fence(await save(conn, self._pending, self.runtime.clock.now()))
 
     def committed(self) -> None:
         self.floor.commit()
@@ -77,9 +76,10 @@ class RouterApp(BatchHooks):
         self.floor.rollback()
         self._pending = []
 
-    async def fence(self, conn: asyncpg.Connection) -> None:
-        """Only the leader of the epoch we hold may write; a successor's epoch stops us."""
-        epoch = await conn.fetchval("SELECT epoch FROM router_leader WHERE id = 1 FOR SHARE")
+    def fence(self, epoch: int) -> None:
+        """Only the leader of the epoch we hold may commit; a successor's epoch stops us. `save`
+        reads the epoch (FOR SHARE, so no successor can take it before this commit) in the
+        statement that writes the floor's changes: exiting here rolls them back."""
         if epoch != self.epoch:
             log.critical("router: leadership epoch is %s, ours %s: another router leads; "
                          "exiting without writing", epoch, self.epoch)
@@ -141,8 +141,7 @@ class RouterApp(BatchHooks):
                     self.floor.commit()  # an empty journal
                     return 0
                 async with self.runtime.pool.acquire() as conn, conn.transaction():
-                    await self.fence(conn)
-                    await save(conn, outcome.changes, now)
+                    self.fence(await save(conn, outcome.changes, now))
                     await self.runtime.persist(conn, outcome.decision)
             except BaseException:
                 self.floor.rollback()

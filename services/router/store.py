@@ -98,8 +98,14 @@ def _case(row: asyncpg.Record) -> CaseRecord:
 
 
 # --- saving ------------------------------------------------------------------------------------
-async def save(conn: asyncpg.Connection, changes: Sequence[Change], now: datetime) -> None:
-    """The last state of every case, offer and agent the changes touched, and new contacts."""
+async def save(conn: asyncpg.Connection, changes: Sequence[Change], now: datetime) -> int:
+    """The last state of every case, offer and agent the changes touched, and new contacts, in
+    one statement that also reads the leadership epoch (locked FOR SHARE until commit): the
+    caller compares it with its own and must not commit on a difference.
+
+    One round trip for what were five (the epoch, then an `executemany` per table): a router
+    batch at a moderate rate holds a record or two, so its fixed round trips were most of its
+    cost (docs/benchmarks.md)."""
     cases: dict[str, CaseRecord] = {}
     offers: dict[str, Offer] = {}
     agents: dict[str, AgentRecord] = {}
@@ -113,35 +119,54 @@ async def save(conn: asyncpg.Connection, changes: Sequence[Change], now: datetim
             agents[change.agent.profile.agent_id] = change.agent
         else:
             contacts.append(change.contact)
-    if agents:
-        await conn.executemany(
-            "INSERT INTO router_agent (agent_id, profile, updated_at, idle_since, missed)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agent_id) DO UPDATE SET"
-            " profile = EXCLUDED.profile, updated_at = EXCLUDED.updated_at,"
-            " idle_since = EXCLUDED.idle_since, missed = EXCLUDED.missed",
-            [(a.profile.agent_id, a.profile.model_dump_json(), a.updated_at, a.idle_since,
-              a.missed) for a in agents.values()])
-    if offers:
-        await conn.executemany(
-            "INSERT INTO router_offer (offer_id, case_id, agent_id, channel, needs, state,"
-            " offered_at, expires_at, answered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-            " ON CONFLICT (offer_id) DO UPDATE SET state = EXCLUDED.state,"
-            " answered_at = EXCLUDED.answered_at",
-            [_offer_row(o) for o in offers.values()])
-    if cases:
-        n = len(_CASE_COLUMNS.split(", "))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS.split(", ")[1:])
-        await conn.executemany(
-            f"INSERT INTO router_case ({_CASE_COLUMNS}) VALUES"
-            f" ({', '.join(f'${i}' for i in range(1, n + 1))})"
-            f" ON CONFLICT (case_id) DO UPDATE SET {updates}",
-            [_case_row(c, now) for c in cases.values()])
-    if contacts:
-        await conn.executemany(
-            "INSERT INTO router_contact (contact_id, customer_key, case_id, intent, received_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            [(c.contact_id, c.customer_key, c.prior.case_id, c.prior.intent, c.prior.at)
-             for c in contacts])
+    epoch: int = await conn.fetchval(
+        _SAVE,
+        *_columns([(a.profile.agent_id, a.profile.model_dump_json(), a.updated_at,
+                    a.idle_since, a.missed) for a in agents.values()], 5),
+        *_columns([_offer_row(o) for o in offers.values()], 9),
+        *_columns([_case_row(c, now) for c in cases.values()], 15),
+        *_columns([(c.contact_id, c.customer_key, c.prior.case_id, c.prior.intent, c.prior.at)
+                   for c in contacts], 5),
+    )
+    return epoch
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else \
+        [[] for _ in range(width)]
+
+
+_CASE_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS.split(", ")[1:])
+# Each table's rows as parallel arrays; every INSERT runs whether or not its arrays are empty
+# (data-modifying CTEs always do), and no key repeats within one (the dicts above).
+_SAVE = (
+    "WITH leader AS (SELECT epoch FROM router_leader WHERE id = 1 FOR SHARE),"
+    " agents AS (INSERT INTO router_agent (agent_id, profile, updated_at, idle_since, missed)"
+    "  SELECT a, p::jsonb, u, i, m FROM unnest($1::text[], $2::text[], $3::timestamptz[],"
+    "  $4::timestamptz[], $5::integer[]) AS t(a, p, u, i, m)"
+    "  ON CONFLICT (agent_id) DO UPDATE SET profile = EXCLUDED.profile,"
+    "  updated_at = EXCLUDED.updated_at, idle_since = EXCLUDED.idle_since,"
+    "  missed = EXCLUDED.missed),"
+    " offers AS (INSERT INTO router_offer (offer_id, case_id, agent_id, channel, needs, state,"
+    "  offered_at, expires_at, answered_at)"
+    "  SELECT o, c, a, ch, n::jsonb, s, oa, e, aa FROM unnest($6::text[], $7::text[],"
+    "  $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],"
+    "  $13::timestamptz[], $14::timestamptz[]) AS t(o, c, a, ch, n, s, oa, e, aa)"
+    "  ON CONFLICT (offer_id) DO UPDATE SET state = EXCLUDED.state,"
+    "  answered_at = EXCLUDED.answered_at),"
+    f" cases AS (INSERT INTO router_case ({_CASE_COLUMNS})"
+    "  SELECT c, s, ch, cl::jsonb, w::jsonb, q, st, qa, nc, g, la, ct, ck, ss, u"
+    "  FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::text[],"
+    "  $20::text[], $21::integer[], $22::timestamptz[], $23::timestamptz[], $24::integer[],"
+    "  $25::text[], $26::text[], $27::text[], $28::text[], $29::timestamptz[])"
+    "  AS t(c, s, ch, cl, w, q, st, qa, nc, g, la, ct, ck, ss, u)"
+    f"  ON CONFLICT (case_id) DO UPDATE SET {_CASE_UPDATES}),"
+    " contacts AS (INSERT INTO router_contact (contact_id, customer_key, case_id, intent,"
+    "  received_at) SELECT * FROM unnest($30::text[], $31::text[], $32::text[], $33::text[],"
+    "  $34::timestamptz[]) ON CONFLICT DO NOTHING)"
+    " SELECT epoch FROM leader"
+)
 
 
 def _offer_row(o: Offer) -> tuple[Any, ...]:

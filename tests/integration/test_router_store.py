@@ -42,3 +42,17 @@ async def test_a_new_floor_learns_each_customers_recent_contacts_in_order(
     assert [p.case_id for _, p in floor.history[f"{tag}-omar"]] == [f"{tag}-case3"]
     assert floor.history[f"{tag}-nobody"] == []
     assert f"{tag}-lena" not in floor.history  # not asked for
+
+
+async def test_save_returns_the_leadership_epoch_it_locked(app_db: asyncpg.Connection) -> None:
+    """The router fences each commit on the epoch `save` reads in its own statement: it must be
+    the table's, with the row held FOR SHARE (a successor's update waits for this commit)."""
+    now = datetime.now(UTC)
+    async with app_db.transaction():
+        epoch = await save(app_db, [], now)
+        assert epoch == await app_db.fetchval("SELECT epoch FROM router_leader WHERE id = 1")
+        locked = await app_db.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " WHERE c.relname = 'router_leader' AND l.pid = pg_backend_pid()"
+            " AND l.mode = 'RowShareLock'")
+        assert locked == 1
