@@ -277,7 +277,10 @@ async def _switchboard(endpoints: Endpoints, *args: str,
 
 async def test_a_dead_letter_is_read_redacted_decrypted_with_the_key_and_redriven_whole(
         endpoints: Endpoints, db: asyncpg.Connection) -> None:
-    tag = uuid.uuid4().hex[:10]
+    # A letter first: a tag starting with digits would run on from the card number's last group
+    # and, now and then, form another Luhn-valid number overlapping it (a flaky input, not this
+    # test's subject).
+    tag = "k" + uuid.uuid4().hex[:9]
     topic = f"test.keys.{tag}"
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
     await admin.start()
