@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,10 +198,7 @@ class OutboxRelay:
             rows = await conn.fetch(_CLAIM, self._service, SHARDS, PASS_ROWS)
             if not rows:
                 return 0
-            shards: dict[int, int] = {}
-            for row in rows:
-                shards[row["shard"]] = shards.get(row["shard"], 0) + 1
-            full = max(shards.values()) >= PASS_ROWS
+            full = max(Counter(row["shard"] for row in rows).values()) >= PASS_ROWS
             sent, parked, failed = await self._send(rows)
             if failed and not sent and not parked:
                 raise failed[0][1]  # nothing got through: the broker is away, back off

@@ -82,7 +82,7 @@ class RouterApp(BatchHooks):
         statement that writes the floor's changes: exiting here rolls them back."""
         if epoch != self.epoch:
             log.critical("router: leadership epoch is %s, ours %s: another router leads; "
-                         "exiting without writing", epoch, self.epoch)
+                         "exiting without committing", epoch, self.epoch)
             os._exit(75)  # never write again: the successor owns the floor
 
     def handler(self, step: Callable[..., None]) -> Any:

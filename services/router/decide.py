@@ -145,7 +145,7 @@ def shortlist(free: list[routing.Agent], req: routing.Requirements, case: routin
     explaining hundreds of free agents per decision cost more than the rest of the router.
     `free` may come in any order: the ranking ends with the agent id."""
     counts: dict[str, int] = {}
-    eligible: list[tuple[bool, int, datetime, str, routing.Agent]] = []
+    eligible: list[tuple[tuple[bool, int, datetime, str], routing.Agent]] = []
     skill, wanted = req.skill, max(1, req.min_proficiency)
     excluded, preferred, min_tier = case.excluded, req.preferred_skills, req.min_tier
     previous = case.previous_agent
@@ -158,12 +158,12 @@ def shortlist(free: list[routing.Agent], req: routing.Requirements, case: routin
                else "lacks a preferred skill" if any(p not in levels for p in preferred)
                else f"authority tier below {min_tier}"
                if agent.profile.authority_tier < min_tier else None)
-        if why is None:  # ranked as `routing.route` ranks: previous agent, proficiency, idle, id
-            eligible.append((agent_id != previous, -level, agent.idle_since, agent_id, agent))
+        if why is None:  # ranked as `routing.route` ranks them
+            eligible.append((routing.ranking(agent, skill, previous), agent))
         else:
             counts[why] = counts.get(why, 0) + 1
-    # The key is unique (it ends with the id), so the agent itself is never compared.
-    top = [ranked[-1] for ranked in heapq.nsmallest(routing.MAX_LISTED_CANDIDATES, eligible)]
+    # The ranking is unique (it ends with the id), so the agents themselves are never compared.
+    top = [agent for _, agent in heapq.nsmallest(routing.MAX_LISTED_CANDIDATES, eligible)]
     if len(eligible) > len(top):
         counts["eligible, ranked below the candidates listed"] = len(eligible) - len(top)
     return top, dict(sorted(counts.items()))  # the same account whatever order `free` came in

@@ -205,6 +205,13 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(" < ")[0]
 
 
+def ranking(agent: Agent, skill: str, previous: str | None) -> tuple[bool, int, datetime, str]:
+    """How eligible agents are ranked, best first: the previous agent on the case, the highest
+    proficiency in the skill, the longest idle, then the id (unique: ties never remain)."""
+    agent_id = agent.profile.agent_id
+    return (agent_id != previous, -agent.levels.get(skill, 0), agent.idle_since, agent_id)
+
+
 def select(case: WaitingCase, agents: Iterable[Agent], policy: RoutingPolicy, now: datetime,
            kpi_overflow: bool = False, not_listed: Mapping[str, int] | None = None) -> Selection:
     """The best eligible agent: the previous agent on the case first, then the highest
@@ -229,8 +236,7 @@ def select(case: WaitingCase, agents: Iterable[Agent], policy: RoutingPolicy, no
             if len(excluded) < MAX_LISTED_EXCLUSIONS:
                 excluded.append((agent.agent_id, reason))
     prev_id = case.previous_agent
-    eligible.sort(key=lambda a: (a.agent_id != prev_id, -a.proficiency(req.skill),
-                                 a.idle_since, a.agent_id))
+    eligible.sort(key=lambda a: ranking(a, req.skill, prev_id))
     holding = (previous is not None and case.previous_until is not None
                and now < case.previous_until and previous.profile.presence != "offline"
                and previous.agent_id not in case.excluded)
