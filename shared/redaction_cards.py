@@ -23,14 +23,16 @@ Luhn-valid order number or IMEI of 13–19 digits is masked like a card (its dig
 
 Of the windows, the non-overlapping set that covers the most digits is masked, preferring a
 16-digit or Amex-length number to a longer window that would take in the CVV or expiry written
-after it; that CVV or expiry is masked too. Text with so many windows
+after it; that CVV or expiry is masked too. The groups of any other valid window overlapping a
+chosen one are masked with it, so the choice decides the label, never what stays readable.
+Text with so many windows
 that choosing would cost too much (only crafted input has them) has every window masked as one.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -340,6 +342,12 @@ def _chosen(view: str, runs: _Runs, windows: list[tuple[int, int]]) -> list[Span
         else:
             t -= 1
     picked.reverse()
+    spans = _masks(view, runs, picked)
+    return _leftovers(runs, candidates, picked, spans)
+
+
+def _masks(view: str, runs: _Runs, picked: list[Any]) -> list[Span]:
+    """A mask for each chosen window, and for the CVV or expiry written after it."""
     spans = []
     for index, (i, j, _, digits) in enumerate(picked):
         position = runs.ends[j]
@@ -352,6 +360,44 @@ def _chosen(view: str, runs: _Runs, windows: list[tuple[int, int]]) -> list[Span
             spans.append(Span(tail.start("val"), tail.end(), "[redacted]", CARD_DETAIL))
             position = tail.end()
     return spans
+
+
+def _leftovers(runs: _Runs, candidates: list[Any], picked: list[Any],
+               spans: list[Span]) -> list[Span]:
+    """`spans`, with every group of a window not chosen that overlaps a chosen one masked too.
+
+    The choice keeps the best-scoring window, but the digits of a valid window beside it may be
+    the real card: in "4111 1111 1111 1111 0073868" the 19 digits from the second group are
+    Luhn-valid and score higher than the 16, and masking only them would leave "4111" (the card's
+    first group) in clear. Such groups join the chosen window's mask when they touch it, else are
+    masked on their own; groups already masked as a CVV or expiry keep that mask.
+    """
+    masked = [(span.start, span.end) for span in spans]
+
+    def free(group: int) -> bool:
+        start, end = runs.starts[group], runs.ends[group]
+        return all(end <= lo or start >= hi for lo, hi in masked)
+
+    card_at = {span.start: index for index, span in enumerate(spans) if span.priority == CARD}
+    ends = [c[1] for c in candidates]  # candidates are sorted by their last group
+    extra = []
+    for i, j, _, _ in picked:
+        # A window has at most MAX_DIGITS groups, so those overlapping (i, j) end in
+        # [i, j + MAX_DIGITS); the groups they cover together are one range, lo..hi.
+        lo, hi = i, j
+        for ci, cj, _, _ in candidates[bisect_left(ends, i) : bisect_right(ends, j + MAX_DIGITS)]:
+            if ci <= j:
+                lo, hi = min(lo, ci), max(hi, cj)
+        first, last = i, j
+        while first > lo and free(first - 1):
+            first -= 1
+        while last < hi and free(last + 1):
+            last += 1
+        index = card_at[runs.starts[i]]
+        spans[index] = spans[index]._replace(start=runs.starts[first], end=runs.ends[last])
+        extra += [Span(runs.starts[g], runs.ends[g], "[redacted]", CARD_DETAIL)
+                  for g in (*range(lo, first), *range(last + 1, hi + 1)) if free(g)]
+    return spans + extra
 
 
 def _union(runs: _Runs, first: Any, last: Any) -> list[Span]:

@@ -107,6 +107,19 @@ def test_a_number_written_beside_the_card_number_does_not_hide_it(
     assert pan not in re.sub(r"\D", "", out)
 
 
+@given(pan=pans(), tail=st.text(alphabet="0123456789", min_size=1, max_size=10))
+@example(pan="4111111111111111", tail="0073868")  # 1111…0073868 is Luhn-valid and longer
+def test_no_group_of_a_card_stays_readable_beside_a_longer_valid_window(
+    pan: str, tail: str
+) -> None:
+    """Whichever overlapping window labels the mask, every group of the card is under it."""
+    grouped = typed(pan, "fours", " ")
+    out = redact(f"card {grouped} {tail} ok")
+    assert out.startswith("card [")
+    readable = re.sub(r"\D", "", re.sub(r"\[[^\]]*\]", "", out))
+    assert tail.endswith(readable)
+
+
 @given(number=non_luhn_numbers())
 def test_digit_runs_that_fail_luhn_are_kept(number: str) -> None:
     text = f"Order {number} was shipped"
