@@ -41,7 +41,7 @@ from aiokafka.errors import (
 from opentelemetry import propagate
 
 from shared.caselog.chain import canonical_json
-from shared.caselog.store import INSERT_ROWS, ROW_TYPES, Staged, event_data
+from shared.caselog.store import event_data
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import CASE_EVENTS
 from shared.events import CaseEvent, Outbound
@@ -105,45 +105,15 @@ def _with_trace(headers: dict[str, str], carrier: dict[str, str] | None) -> dict
     return {**headers, **{f"x-otel-{k}": v for k, v in carrier.items()}}
 
 
-def _insert(first: int) -> str:
-    """The outbox INSERT of a batch's records as arrays, its parameters from `$first` on: the
-    service, then a column each. Ids are drawn in the records' order (ORDER BY their ordinal),
-    the order the relay publishes in."""
-    n = [f"${first + i}" for i in range(6)]
-    return (f"INSERT INTO outbox (service, shard, topic, key, headers, value)"
-            f" SELECT {n[0]}, s, t, k, h::jsonb, v FROM unnest({n[1]}::smallint[],"
-            f" {n[2]}::text[], {n[3]}::bytea[], {n[4]}::text[], {n[5]}::bytea[])"
-            " WITH ORDINALITY AS u(s, t, k, h, v, o) ORDER BY o")
-
-
-_ENQUEUE = _insert(1)
-# The staged log rows and the outbox rows in one round trip: the log's INSERT as a CTE (its
-# 14 columns are $1..$14), the outbox's after it. Both run in the statement's one snapshot;
-# neither reads what the other writes.
-_APPEND_AND_ENQUEUE = f"WITH logged AS ({INSERT_ROWS}) {_insert(len(ROW_TYPES) + 1)}"
-
-
-def _columns(service: str, records: Sequence[OutboxRecord]) -> list[Any]:
-    keys = [_key_bytes(r.key) for r in records]
-    return [service, [shard_of(k) for k in keys], [r.topic for r in records], keys,
-            [json.dumps(r.headers) for r in records], [r.value for r in records]]
-
-
 async def enqueue(conn: asyncpg.Connection, service: str, records: Sequence[OutboxRecord]) -> None:
     if records:
-        await conn.execute(_ENQUEUE, *_columns(service, records))
-
-
-async def append_and_enqueue(conn: asyncpg.Connection, staged: Staged, service: str,
-                             records: Sequence[OutboxRecord]) -> None:
-    """Write staged log rows (shared.caselog.store.stage_events) and outbox records in one
-    statement of the caller's transaction: a round trip where the two apart take two."""
-    if not staged.rows:
-        await enqueue(conn, service, records)
-    elif not records:
-        await conn.execute(INSERT_ROWS, *staged.columns())
-    else:
-        await conn.execute(_APPEND_AND_ENQUEUE, *staged.columns(), *_columns(service, records))
+        # COPY: one statement for the batch's rows instead of an INSERT executed per row; ids
+        # are drawn in the records' order, the order the relay publishes in.
+        await conn.copy_records_to_table(
+            "outbox", columns=("service", "shard", "topic", "key", "headers", "value"),
+            records=[(service, shard_of(k), r.topic, k, json.dumps(r.headers), r.value)
+                     for r in records for k in (_key_bytes(r.key),)],
+        )
 
 
 _CLAIM = (

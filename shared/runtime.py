@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from shared.caselog.store import stage_events
+from shared.caselog.store import append_events
 from shared.clock import Clock
 from shared.contracts.base import Contract
 from shared.contracts.dead_letter import DeadLetterHeaders
@@ -46,7 +46,6 @@ from shared.observe import DEFAULT_PORTS, GaugeReader, HealthServer, Metrics
 from shared.outbox import (
     OutboxRecord,
     OutboxRelay,
-    append_and_enqueue,
     enqueue,
     record_for_event,
     record_for_outbound,
@@ -481,13 +480,12 @@ class ServiceRuntime:
 
     async def persist_traced(self, conn: asyncpg.Connection, decisions: list[Traced]) -> None:
         """Append several decisions' events at once (one lock, one look-up of known ids and of
-        chain heads), each row with its own trace, and queue what to publish: the log rows and
-        the outbox rows in one statement. Three round trips, whatever the batch's size."""
+        chain heads, one COPY), each row with its own trace, and queue what to publish."""
         texts: dict[uuid.UUID, str] = {}  # each appended event's logged text: its value
-        staged = await stage_events(
+        fresh = await append_events(
             conn, [(e, t.trace_id) for t in decisions for e in t.decision.events],
             source=self.source, texts=texts)
-        fresh_ids = {e.event_id for e in staged.fresh}
+        fresh_ids = {e.event_id for e in fresh}
         records: list[OutboxRecord] = []
         for t in decisions:
             records += [record_for_event(e, self.source, t.carrier, texts[e.event_id])
@@ -495,7 +493,7 @@ class ServiceRuntime:
             records += [record_for_outbound(m, self.source, t.carrier)
                         for m in t.decision.outbound if m.caused_by in fresh_ids]
             fresh_ids -= {e.event_id for e in t.decision.events}  # one record per new event
-        await append_and_enqueue(conn, staged, self.name, records)
+        await enqueue(conn, self.name, records)
 
     def wake_relay(self) -> None:
         if self._relay is not None:

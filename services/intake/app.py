@@ -480,7 +480,7 @@ class _Transactions(BatchHooks):
 def wire(runtime: ServiceRuntime) -> ServiceRuntime:
     handler = IntakeHandler(runtime.settings or get_settings(), started_at=runtime.clock.now())
     # A batch's events are appended once, after all its records: one lock round trip and one
-    # INSERT per batch instead of per record, and each case's lock held only from that append to
+    # COPY per batch instead of per record, and each case's lock held only from that append to
     # the commit rather than from its record to the end of the batch (the router, SLA and
     # escalation append to the same cases). What the handler reads back from the log is only
     # whether a case is solved, and the handler itself remembers what it reopened in the batch.

@@ -45,33 +45,8 @@ async def append_events(
     `texts`, if given, receives each appended event's stored `data` (so that what is published
     is the logged text, serialised once).
     """
-    staged = await stage_events(conn, events, source=source, trace_id=trace_id, texts=texts)
-    if staged.rows:
-        await conn.execute(INSERT_ROWS, *staged.columns())
-    return staged.fresh
-
-
-@dataclass(frozen=True)
-class Staged:
-    """Events ready to append: the locks are held and the rows chained, not yet written.
-
-    The caller writes `rows` with `INSERT_ROWS` (parameters `columns()`), alone or as a CTE of
-    a statement that writes more in the same round trip (the outbox: shared.outbox)."""
-
-    fresh: list[CaseEvent]
-    rows: list[tuple[Any, ...]]
-
-    def columns(self) -> list[list[Any]]:
-        return [list(column) for column in zip(*self.rows, strict=True)]
-
-
-async def stage_events(
-    conn: asyncpg.Connection, events: Sequence[CaseEvent] | Sequence[tuple[CaseEvent, str | None]],
-    *, source: str, trace_id: str | None = None, texts: dict[uuid.UUID, str] | None = None,
-) -> Staged:
-    """`append_events` up to the write: two round trips (the locks, then what the log holds)."""
     if not events:
-        return Staged([], [])
+        return []
     key_id, key = row_keyring().signing_key(source)  # before any round trip: fail fast
     traced = [e if isinstance(e, tuple) else (e, trace_id) for e in events]
     trace_of = {e.event_id: t for e, t in reversed(traced)}
@@ -110,19 +85,13 @@ async def stage_events(
         rows.append((case_id, seq, event.event_id, event.type, source, event.time, recorded_at,
                      trace, data, prev_hash, digest, CURRENT_HASH_VERSION, key_id,
                      mac(digest)))
-    return Staged(fresh, rows)
+    if rows:
+        await conn.copy_records_to_table("case_log", records=rows, columns=_COLUMNS)
+    return fresh
 
 
 _COLUMNS = ("case_id", "seq", "event_id", "type", "source", "time", "recorded_at", "trace_id",
             "data", "prev_hash", "hash", "hash_version", "key_id", "mac")
-ROW_TYPES = ("text", "bigint", "uuid", "text", "text", "timestamptz", "timestamptz", "text", "text",
-          "text", "text", "smallint", "text", "text")
-# One INSERT of the staged rows as arrays ($1..$14, a column each): one round trip where COPY
-# takes two (COPY waits for the server's CopyInResponse before it sends the rows).
-INSERT_ROWS = (
-    f"INSERT INTO case_log ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${n}::{t}[]" for n, t in enumerate(ROW_TYPES, start=1)) + ")"
-)
 
 
 async def any_logged(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -15,11 +14,10 @@ import pytest
 
 from shared.caselog.chain import GENESIS_HASH, ChainedFields, canonical_json, row_hash
 from shared.caselog.migrate import migration_files
-from shared.caselog.store import append_events, read_case, stage_events, verify_case
+from shared.caselog.store import append_events, read_case, verify_case
 from shared.contracts.case_events import CaseQueued
 from shared.events import CaseEvent
 from shared.infra.local import Endpoints
-from shared.outbox import append_and_enqueue, record_for_event
 
 pytestmark = pytest.mark.integration
 
@@ -168,33 +166,3 @@ async def test_a_log_written_before_version_2_keeps_verifying_and_grows_keyed(
     finally:
         await owner.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await owner.close()
-
-
-async def test_log_rows_and_outbox_rows_are_written_by_one_statement(
-    app_db: asyncpg.Connection,
-) -> None:
-    """What a service's batch writes (shared.outbox.append_and_enqueue): the staged rows chain
-    on from the log's head, the outbox rows follow in the records' order, and a redelivered
-    event stages nothing while its outbound messages still are queued."""
-    case_id, service = f"case-{uuid.uuid4()}", f"svc-{uuid.uuid4().hex[:8]}"
-    await append(app_db, [queued(case_id, 0)])
-    events = [queued(case_id, n) for n in range(4)]  # the first is logged already
-    records = [record_for_event(e, "test") for e in events[1:]]
-    async with app_db.transaction():
-        staged = await stage_events(app_db, events, source="test")
-        assert [e.event_id for e in staged.fresh] == [e.event_id for e in events[1:]]
-        await append_and_enqueue(app_db, staged, service, records)
-    assert [r.seq for r in await read_case(app_db, case_id)] == [1, 2, 3, 4]
-    assert await verify_case(app_db, case_id) is None
-    rows = await app_db.fetch("SELECT key, value, headers FROM outbox WHERE service = $1"
-                              " ORDER BY id", service)
-    assert [(r["key"], r["value"]) for r in rows] == [
-        (case_id.encode(), r.value) for r in records]
-    assert [json.loads(r["headers"])["ce_id"] for r in rows] == [
-        str(e.event_id) for e in events[1:]]
-    async with app_db.transaction():
-        staged = await stage_events(app_db, events, source="test")
-        assert staged.fresh == [] and staged.rows == []
-        await append_and_enqueue(app_db, staged, service, records[:1])
-    assert await app_db.fetchval("SELECT count(*) FROM outbox WHERE service = $1", service) == 4
-    await app_db.execute("DELETE FROM outbox WHERE service = $1", service)
