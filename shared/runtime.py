@@ -43,7 +43,6 @@ from shared.failures import clean_text, is_transient, safe_reason, safe_tracebac
 from shared.kafka import make_broker, subscriber_options
 from shared.logs import RateLimitedLog
 from shared.observe import DEFAULT_PORTS, GaugeReader, HealthServer, Metrics
-from shared.offsets import CommitOnRevoke, PendingOffsets
 from shared.outbox import (
     OutboxRecord,
     OutboxRelay,
@@ -186,7 +185,6 @@ class ServiceRuntime:
         # gauges read when /metrics is scraped; a service adds its own (clocks, escalations)
         self.gauges: list[GaugeReader] = [self._lag_gauges, self._outbox_gauges]
         self._subscribers: list[tuple[str, Any]] = []
-        self._offsets: list[PendingOffsets] = []
         self._health = HealthServer(self.metrics, self.readiness, self.gauges)
 
     @property
@@ -200,24 +198,17 @@ class ServiceRuntime:
 
     # --- wiring ----------------------------------------------------------------------------
     def subscribe(self, route: Route) -> None:
-        offsets = PendingOffsets(f"{self.name} {route.topic}")
         subscriber = self.broker.subscriber(
             route.topic, batch=True, **subscriber_options(self.group_id, route.max_records),
             # static membership: a restarted instance gets its partitions back at once instead
             # of after the session timeout (each topic's consumer is a member of its own)
             group_instance_id=f"{self.instance_id}:{route.topic}" if self.instance_id else None,
-            listener=CommitOnRevoke(offsets),
         )
         self._subscribers.append((route.topic, subscriber))
-        self._offsets.append(offsets)
 
         async def on_batch(msg: KafkaMessage) -> None:
-            records = list(msg.raw_message)
-            await self.process_batch(records, route)
-            # Committed now and then (shared.offsets), not per batch; never before the batch
-            # is processed. The message itself is not acknowledged: with manual acks
-            # FastStream commits nothing of its own.
-            await offsets.processed(msg.consumer, records)
+            await self.process_batch(list(msg.raw_message), route)
+            await msg.ack()
 
         # Registered by a call rather than `@subscriber`: the subscriber object is untyped, and as
         # a decorator it would make on_batch untyped too.
@@ -317,7 +308,6 @@ class ServiceRuntime:
     async def _stop_tasks(self) -> None:
         self.ready, self.status = False, "stopping"
         await self._health.stop()
-        await asyncio.gather(*(offsets.flush() for offsets in self._offsets))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
