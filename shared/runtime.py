@@ -41,6 +41,7 @@ from shared.contracts.topics import dlq
 from shared.events import Decision
 from shared.failures import clean_text, is_transient, safe_reason, safe_traceback
 from shared.kafka import make_broker, subscriber_options
+from shared.linger import lingered
 from shared.logs import RateLimitedLog
 from shared.observe import DEFAULT_PORTS, GaugeReader, HealthServer, Metrics
 from shared.outbox import (
@@ -207,7 +208,13 @@ class ServiceRuntime:
         self._subscribers.append((route.topic, subscriber))
 
         async def on_batch(msg: KafkaMessage) -> None:
-            await self.process_batch(list(msg.raw_message), route)
+            settings = self.settings
+            records = await lingered(list(msg.raw_message), msg.consumer,
+                                     linger_ms=settings.consumer_linger_ms,
+                                     below=settings.consumer_linger_below,
+                                     max_records=route.max_records)
+            await self.process_batch(records, route)
+            # Commits the consumer's positions: the lingered records' too, processed now.
             await msg.ack()
 
         # Registered by a call rather than `@subscriber`: the subscriber object is untyped, and as
