@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     # A batch of fewer than CONSUMER_LINGER_BELOW records waits this long (milliseconds) for
     # the records arriving right behind it and takes them along: at moderate rates, one
     # transaction for a few records instead of one each. 0: no waiting.
-    consumer_linger_ms: float = Field(default=10.0, ge=0, le=1_000)
-    consumer_linger_below: int = Field(default=32, ge=1)
+    consumer_linger_ms: float = Field(default=25.0, ge=0, le=1_000)
+    consumer_linger_below: int = Field(default=64, ge=1)
 
     # SLA: first-response targets per channel for the skeleton policy (seconds, calendar time);
     # default: each channel's own (shared/channels/, `first_response_seconds`).
