@@ -278,8 +278,9 @@ async def _switchboard(endpoints: Endpoints, *args: str,
 async def test_a_dead_letter_is_read_redacted_decrypted_with_the_key_and_redriven_whole(
         endpoints: Endpoints, db: asyncpg.Connection) -> None:
     # A letter first: a tag starting with digits would run on from the card number's last group
-    # and, now and then, form another Luhn-valid number overlapping it (a flaky input, not this
-    # test's subject).
+    # and, now and then, form a longer Luhn-valid number overlapping it. Every digit is masked
+    # even then (test_redaction.py), but the mask is labelled with that number's last four, not
+    # the "****1111" this test looks for.
     tag = "k" + uuid.uuid4().hex[:9]
     topic = f"test.keys.{tag}"
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap_servers)
