@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -75,18 +75,47 @@ def clock_row(clock: core.SlaClock) -> tuple[Any, ...]:
 
 async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[core.SlaClock],
                       traceparent: str | Sequence[str | None] | None = None) -> None:
-    """Upsert clocks; `traceparent` is one for all of them, or one per clock."""
+    """Upsert clocks, in one statement; `traceparent` is one for all of them, or one per clock.
+
+    One statement over arrays (`unnest`), not an `executemany`: a contact starts two clocks
+    and settles both, and each row of an `executemany` is a statement of its own to
+    PostgreSQL (24,000 of them in a 6,000-contact saturation run, 10 % of its statement time;
+    docs/benchmarks.md). The clocks are distinct (one row each: a statement cannot upsert
+    a row twice)."""
     if not clocks:
         return
     traces = [traceparent] * len(clocks) if traceparent is None or isinstance(traceparent, str) \
         else list(traceparent)
-    n = len(_NAMES)
-    params = ", ".join(f"${i}" for i in range(1, n + 3))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_NAMES[1:], "next_fire_at"])
-    await conn.executemany(
-        f"INSERT INTO sla_clock ({_COLUMNS}, next_fire_at, traceparent) VALUES ({params})"
-        f" ON CONFLICT (clock_id) DO UPDATE SET {updates}",
-        [(*clock_row(c), t) for c, t in zip(clocks, traces, strict=True)])
+    columns = [list(c) for c in zip(*(clock_row(k) for k in clocks), strict=True)]
+    warn_at = _NAMES.index("warn_at")
+    columns[warn_at] = [_timestamps_literal(w) for w in columns[warn_at]]
+    await conn.execute(_SAVE_CLOCKS, *columns, traces)
+
+
+def _timestamps_literal(instants: Sequence[datetime]) -> str:
+    """A timestamptz[] as its text: `unnest` cannot take an array of arrays of varying length.
+    asyncpg reads a naive datetime as UTC; so does this."""
+    return "{" + ",".join(
+        f'"{(i if i.tzinfo is not None else i.replace(tzinfo=UTC)).isoformat()}"'
+        for i in instants) + "}"
+
+
+# Each column's type; warn_at goes as text (`_timestamps_literal`).
+_TYPES = {"clock_id": "text", "case_id": "text", "metric": "text", "cycle": "int",
+          "policy": "text", "rule": "text", "calendar": "text", "time_basis": "text",
+          "target_seconds": "float8", "started_at": "timestamptz", "due_at": "timestamptz",
+          "state": "text", "elapsed_seconds": "float8", "running_since": "timestamptz",
+          "warnings": "jsonb", "warn_at": "text", "warnings_fired": "int",
+          "closed_at": "timestamptz", "next_fire_at": "timestamptz", "traceparent": "text"}
+_ALL = [*_NAMES, "next_fire_at", "traceparent"]
+_SAVE_CLOCKS = (
+    f"INSERT INTO sla_clock ({', '.join(_ALL)})"
+    f" SELECT {', '.join(f'{c}::timestamptz[]' if c == 'warn_at' else c for c in _ALL)}"
+    " FROM unnest(" + ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_ALL, 1)) + ")"
+    f" AS r({', '.join(_ALL)})"
+    # traceparent stays the one of the contact that started the clock: its breach joins it
+    " ON CONFLICT (clock_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_NAMES[1:], "next_fire_at"]))
 
 
 class Timer:
@@ -210,12 +239,13 @@ class SlaBatch(BatchHooks):
             return
         now = self.clock.now()
         if b.changed_cases:
-            await conn.executemany(
-                "INSERT INTO sla_case (case_id, state, updated_at) VALUES ($1, $2, $3)"
+            changed = sorted(b.changed_cases)  # one statement, as save_clocks
+            await conn.execute(
+                "INSERT INTO sla_case (case_id, state, updated_at)"
+                " SELECT c, s, $3 FROM unnest($1::text[], $2::jsonb[]) AS r(c, s)"
                 " ON CONFLICT (case_id) DO UPDATE SET state = EXCLUDED.state,"
                 " updated_at = EXCLUDED.updated_at",
-                [(c, json.dumps(core.case_to_json(b.cases[c])), now)
-                 for c in sorted(b.changed_cases)])
+                changed, [json.dumps(core.case_to_json(b.cases[c])) for c in changed], now)
         saved = list(b.changed_clocks.values())
         await save_clocks(conn, [c for c, _ in saved], [t for _, t in saved])
         self.timer.nudge([c.next_fire_at for c, _ in saved])

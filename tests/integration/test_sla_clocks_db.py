@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -169,3 +169,44 @@ async def test_the_timer_loop_fires_within_a_second_of_the_due_instant(
         instant = row.payload["warned_at" if kind == "sla.warning" else "breached_at"]
         lateness = (row.time - datetime.fromisoformat(instant)).total_seconds()
         assert 0 <= lateness < 10.0, (kind, lateness)
+
+
+async def test_saved_clocks_read_back_equal_and_keep_the_trace_that_started_them(
+    app_db: asyncpg.Connection
+) -> None:
+    """`save_clocks` writes a batch in one statement over arrays: every column, warn_at of
+    any length (none, one, several), microseconds and another offset than UTC, come back
+    equal; an update keeps the traceparent of the contact that started the clock."""
+    from dataclasses import replace
+
+    from services.sla.core import SlaClock
+
+    case_id = f"sla-save-{uuid.uuid4()}"
+    base = SlaClock(clock_id=f"{case_id}:first_response:1", case_id=case_id,
+                    metric="first_response", cycle=1, policy="p1", rule="r", calendar="c",
+                    time_basis="business", target_seconds=3600.0, started_at=START,
+                    due_at=START + timedelta(hours=1), state="running", elapsed_seconds=0.5,
+                    running_since=START, warnings=(("half", 1800.0), ("10m", 600.0)),
+                    warn_at=(START + timedelta(minutes=30), START + timedelta(minutes=50)))
+    clocks = [base,
+              replace(base, clock_id=f"{case_id}:resolution:1", metric="resolution",
+                      warnings=(), warn_at=()),
+              replace(base, clock_id=f"{case_id}:next_response:1", metric="next_response",
+                      warnings=(("half", 1800.0),),
+                      warn_at=(datetime(2026, 11, 23, 9, 30, 0, 123456,
+                                        tzinfo=timezone(timedelta(hours=1))),))]
+    async with app_db.transaction():
+        await app.save_clocks(app_db, clocks, ["00-a-1", None, "00-c-3"])
+    rows = {r["clock_id"]: r for r in await app_db.fetch(
+        f"SELECT {app._COLUMNS}, next_fire_at, traceparent FROM sla_clock WHERE case_id = $1",
+        case_id)}
+    for clock in clocks:
+        assert app.clock_from_row(rows[clock.clock_id]) == clock
+        assert rows[clock.clock_id]["next_fire_at"] == clock.next_fire_at
+    assert [rows[c.clock_id]["traceparent"] for c in clocks] == ["00-a-1", None, "00-c-3"]
+    met = replace(base, state="met", closed_at=START + timedelta(minutes=5), warn_at=())
+    async with app_db.transaction():
+        await app.save_clocks(app_db, [met], "00-other-9")
+    row = await app_db.fetchrow(
+        f"SELECT {app._COLUMNS}, traceparent FROM sla_clock WHERE clock_id = $1", met.clock_id)
+    assert app.clock_from_row(row) == met and row["traceparent"] == "00-a-1"
