@@ -45,7 +45,8 @@ class Metrics:
         self.consumed = Counter("switchboard_records_consumed", "Records consumed, by topic.",
                                 ["service", "topic"], registry=r)
         self.failed = Counter("switchboard_records_failed",
-                              "Records that failed: retried (transient) or dead-lettered.",
+                              "Records that failed: retried (transient), conflict (their batch"
+                              " lost a deadlock and went again whole) or dead-lettered.",
                               ["service", "topic", "outcome"], registry=r)
         self.dead_letters = Counter("switchboard_dead_letters", "Dead letters, by reason.",
                                     ["service", "topic", "reason"], registry=r)

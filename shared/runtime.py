@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import socket
 import time
 import uuid
@@ -39,7 +40,7 @@ from shared.contracts.dead_letter import DeadLetterHeaders
 from shared.contracts.envelope import Envelope, EnvelopeError
 from shared.contracts.topics import dlq
 from shared.events import Decision
-from shared.failures import clean_text, is_transient, safe_reason, safe_traceback
+from shared.failures import clean_text, is_transient, safe_reason, safe_traceback, sqlstate
 from shared.kafka import make_broker, subscriber_options
 from shared.linger import lingered
 from shared.logs import RateLimitedLog
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope, Any, datetime], Awaitable[Decision]]
 MAX_ATTEMPTS_FOR_NON_TRANSIENT = 3
+# A batch that lost a deadlock or a serialisation check goes again whole this many times, then
+# one record at a time (where each is retried as any failure is).
+MAX_BATCH_CONFLICTS = 3
 # Records a batch on a topic a service mostly skips by its type header (cases.events for the
 # router, SLA and escalation): each batch costs a transaction and an offset commit, skipping a
 # record almost nothing.
@@ -344,26 +348,35 @@ class ServiceRuntime:
                 work.append(_Work(record, envelope, payload, route.handlers[envelope.type]))
         if not work:
             return
+        conflicts = 0
         async with self._serial():
             while work:
                 try:
                     await self._transaction(work)
                     break
-                except _RecordFailed as failed:
-                    if not isinstance(failed.error, Rejected):
-                        self._log.warning(
-                            "%s: batch of %d failed (%s); one record at a time", self.name,
-                            len(work), safe_reason(failed.error))
-                        for item in work:
-                            await self._run_with_retry(item)
-                        return
-                    # one record the handler refuses costs only itself: dead-letter it, and
-                    # decide the rest again as a batch
-                    item = work.pop(failed.index)
-                    await self.dead_letter(item.record, f"{item.envelope.type}: {failed.error}")
-                except Exception as exc:
+                except Exception as caught:
+                    failed = caught if isinstance(caught, _RecordFailed) else None
+                    error = failed.error if failed is not None else caught
+                    if failed is not None and isinstance(error, Rejected):
+                        # one record the handler refuses costs only itself: dead-letter it,
+                        # and decide the rest again as a batch
+                        item = work.pop(failed.index)
+                        await self.dead_letter(item.record, f"{item.envelope.type}: {error}")
+                        continue
+                    if _lost_a_conflict(error) and conflicts < MAX_BATCH_CONFLICTS:
+                        # Another transaction won a lock (deadlock) or a serialisation check:
+                        # nothing is wrong with the records, so the batch goes again whole,
+                        # not as one transaction per record (200 instead of 1).
+                        conflicts += 1
+                        self.metrics.failed.labels(self.name, route.topic,
+                                                   "conflict").inc(len(work))
+                        self._log.warning("%s: batch of %d lost a conflict (%s); again whole"
+                                          " (%d of %d)", self.name, len(work), safe_reason(error),
+                                          conflicts, MAX_BATCH_CONFLICTS)
+                        await asyncio.sleep(random.uniform(0.01, 0.05 * conflicts))
+                        continue
                     self._log.warning("%s: batch of %d failed (%s); one record at a time",
-                                      self.name, len(work), safe_reason(exc))
+                                      self.name, len(work), safe_reason(error))
                     for item in work:
                         await self._run_with_retry(item)
                     return
@@ -618,6 +631,12 @@ def reason_kind(reason: str) -> str:
         if marker in reason:
             return kind
     return "rejected"
+
+
+def _lost_a_conflict(exc: BaseException) -> bool:
+    """Deadlock detected (40P01) or serialisation failure (40001): a race with another
+    transaction, which the same transaction run again normally wins."""
+    return sqlstate(exc) in ("40P01", "40001")
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:

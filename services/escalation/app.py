@@ -34,7 +34,7 @@ from opentelemetry import propagate, trace
 
 from services.escalation import core, sinks
 from services.escalation.policy import EmailSink, Policy, WebhookSink, load
-from shared.caselog.store import read_case
+from shared.caselog.store import lock_cases, read_case
 from shared.contracts import agents as ag
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
@@ -294,6 +294,9 @@ async def fire_due(runtime: ServiceRuntime, policy: Policy) -> int:
             f"SELECT {_COLUMNS}, traceparent FROM escalation WHERE state = 'open'"
             " AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             now, BATCH)
+        # Every case's log lock first, in one sorted statement (the appends below go row by
+        # row in due order; in that order they deadlock with batches: lock_cases).
+        await lock_cases(conn, [row["case_id"] for row in rows])
         for row in rows:
             esc, traceparent = _esc(row), row["traceparent"]
             parent = propagate.extract({"traceparent": traceparent or ""})

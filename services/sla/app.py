@@ -24,6 +24,7 @@ from opentelemetry import propagate, trace
 
 from services.sla import core, policy
 from services.sla.policy import Policy
+from shared.caselog.store import lock_cases
 from shared.clock import Clock
 from shared.contracts import case_events as ce
 from shared.contracts.envelope import Envelope
@@ -270,6 +271,9 @@ async def fire_due_clocks(runtime: ServiceRuntime, pol: Policy, limit: int = BAT
             f"SELECT {_COLUMNS}, traceparent FROM sla_clock WHERE state = 'running'"
             " AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             now, limit)
+        # Every case's log lock first, in one sorted statement: the appends below go trace by
+        # trace, in due order, and taking the locks in that order deadlocks with batches.
+        await lock_cases(conn, [row["case_id"] for row in rows])
         # Clocks sharing a trace (or none) are logged together: one append per trace.
         by_trace: dict[str | None, list[asyncpg.Record]] = {}
         for row in rows:
