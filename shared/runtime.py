@@ -250,7 +250,8 @@ class ServiceRuntime:
         await self._health.start(DEFAULT_PORTS.get(self.name, 9470) if port == 0 else port)
         self.status = "connecting to PostgreSQL"
         self._pool = await _connect_with_retry(self.settings.database_url, self._log,
-                                               self.settings.database_pool_size)
+                                               self.settings.database_pool_size,
+                                               f"switchboard-{self.name}")
         for step in self.startup:
             await step(self)
         self.status = "connecting to Kafka"
@@ -584,12 +585,16 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def _connect_with_retry(url: str, say: RateLimitedLog, size: int) -> asyncpg.Pool:
+async def _connect_with_retry(url: str, say: RateLimitedLog, size: int,
+                              application_name: str) -> asyncpg.Pool:
     backoff = 0.5
     while True:
         try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=1, max_size=size,
-                                                           reset=keep_session)
+            # The service's name in pg_stat_activity and PostgreSQL's log (%a), so an operator
+            # sees which service holds a session, waits on a lock or runs a slow statement.
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=size, reset=keep_session,
+                server_settings={"application_name": application_name})
             return pool
         except Exception as exc:
             if not is_transient(exc):

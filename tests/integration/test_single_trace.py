@@ -103,3 +103,15 @@ async def test_spans_of_one_contact_across_the_four_services_share_one_trace(
     assert await wait_for(spans_of_trace, timeout=30, what="the spans of the trace")
     found = await wait_for(services_in_trace, timeout=30, what="spans of all four services")
     assert found == {"intake", "router", "sla", "escalation"}
+
+
+async def test_each_service_names_itself_to_postgresql(
+    in_process_services: tuple[InMemorySpanExporter, list[ServiceRuntime]],
+    app_db: asyncpg.Connection,
+) -> None:
+    # An operator reading pg_stat_activity (or the log, `%a`) sees which service holds a
+    # session, waits on a lock or runs a slow statement.
+    _, runtimes = in_process_services
+    names = {r["application_name"] for r in await app_db.fetch(
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")}
+    assert {f"switchboard-{rt.name}" for rt in runtimes} <= names
