@@ -51,7 +51,13 @@ _NAMES = ["escalation_id", "case_id", "reason", "rule", "episode", "state", "lev
           "notifications", "opened_at", "next_fire_at", "assigned_agent", "requeue_tier",
           "opened_seq"]
 _COLUMNS = ", ".join(_NAMES)
-BATCH = 100
+# Escalations fired per timer transaction. Each fires in a savepoint of its own, and each
+# savepoint that writes takes a subtransaction id: a backend caches 64 of them, and while a
+# transaction holds more, every other session's snapshot is marked overflowed and checks the
+# visibility of recent rows in pg_subtrans (an SLRU) instead of memory, a known cliff for the
+# whole database. A full pass goes round again at once (`_loop`), so fewer a pass costs only
+# a transaction per 50.
+BATCH = 50
 DEFER_SECONDS = 300.0  # a timer that failed for a reason of its own is retried this much later
 ORPHAN_GRACE = timedelta(minutes=15)  # a delivery for a sink this policy lacks waits this long
 

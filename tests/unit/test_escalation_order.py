@@ -208,3 +208,10 @@ def test_the_screen_lets_through_what_can_matter() -> None:
     assert core.could_change(POL, "case.assigned") and core.could_change(POL, "case.solved")
     assert not core.could_change(POL, "sla.met")  # warnings go to the digest in this policy
     assert not core.could_change(POL, "case.classified")
+
+
+def test_a_timer_pass_stays_within_a_backends_cached_subtransactions() -> None:
+    # `fire_due` fires each escalation in a savepoint of its own. PostgreSQL caches 64
+    # subtransaction ids a backend (PGPROC_MAX_CACHED_SUBXIDS); a transaction holding more
+    # overflows every other session's snapshots onto pg_subtrans lookups until it ends.
+    assert 0 < app.BATCH < 64
