@@ -216,7 +216,9 @@ async def _connect(url: str) -> asyncpg.Connection:
     backoff = 0.5
     while True:
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(url)
+            # Named apart from the pool's sessions: this one holds the leadership lock.
+            conn: asyncpg.Connection = await asyncpg.connect(
+                url, server_settings={"application_name": "switchboard-router-leader"})
             return conn
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("router: PostgreSQL not reachable yet: %s", safe_reason(exc))

@@ -115,3 +115,4 @@ async def test_each_service_names_itself_to_postgresql(
     names = {r["application_name"] for r in await app_db.fetch(
         "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")}
     assert {f"switchboard-{rt.name}" for rt in runtimes} <= names
+    assert "switchboard-router-leader" in names  # the session holding the leadership lock
