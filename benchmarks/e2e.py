@@ -358,8 +358,9 @@ async def main(args: argparse.Namespace) -> None:
         await bench.run_phase("warm-up", 300, 100)
         bench.phases.clear()
         # The large saturation run goes last: its backlog breaches SLAs and escalates cases
-        # (44 % of them, docs/benchmarks.md), and those timers go on firing for minutes after
-        # it, which the latency phases would otherwise measure instead of their own rate.
+        # (4,744 warnings and 3,474 escalations for 20,600 cases in one run, docs/benchmarks.md),
+        # and those timers go on firing for minutes after it, which the latency phases would
+        # otherwise measure instead of their own rate.
         if "saturation" in phases:
             await bench.run_phase(f"saturation {args.small}", args.small, None)
         if "rates" in phases:
